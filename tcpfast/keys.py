@@ -1,0 +1,97 @@
+"""Connection keys as machine words, and the vectorised set operations on them.
+
+A connection's key is (family, local address, local port, remote address,
+remote port): the first 37 bytes of a row. Rows are compared as five 64-bit
+words (the state byte masked out); a 64-bit hash of those words lets numpy
+sort machine words, and every pair of rows with equal hashes is then checked
+word by word, so a hash collision can never merge two connections.
+
+Two rows with the same key are the same connection when their socket inodes
+are "compatible": equal, or one of them 0 (the kernel prints inode 0 for
+TIME_WAIT sockets and pending handshakes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .schema import CONNECTION_DTYPE
+
+_ROW_WORDS = CONNECTION_DTYPE.itemsize // 8
+_INODE_WORD = CONNECTION_DTYPE.fields["inode"][1] // 8
+# Word 4 holds the ports, the family, the state and padding: keep ports and family.
+_WORD4_MASK = np.frombuffer(b"\xff" * 5 + b"\x00" * 3, dtype=np.uint64)[0]
+_MULTIPLIERS = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+     0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD],
+    dtype=np.uint64,
+)
+
+
+def row_words(rows: np.ndarray) -> np.ndarray:
+    """The rows as an (n, 8) uint64 view (a copy only if they are not contiguous)."""
+    if rows.dtype != CONNECTION_DTYPE:
+        raise TypeError(f"expected rows of CONNECTION_DTYPE, got {rows.dtype}")
+    return np.ascontiguousarray(rows).view(np.uint64).reshape(-1, _ROW_WORDS)
+
+
+def _key_hash(words: np.ndarray) -> np.ndarray:
+    hashed = words[:, 4] & _WORD4_MASK
+    hashed *= _MULTIPLIERS[4]
+    for column in range(4):
+        hashed ^= words[:, column] * _MULTIPLIERS[column]
+    hashed ^= hashed >> np.uint64(31)
+    hashed *= _MULTIPLIERS[0]
+    hashed ^= hashed >> np.uint64(29)
+    return hashed
+
+
+def _same_key(words_a: np.ndarray, index_a: np.ndarray,
+              words_b: np.ndarray, index_b: np.ndarray) -> np.ndarray:
+    a, b = words_a[index_a], words_b[index_b]
+    return (a[:, :4] == b[:, :4]).all(axis=1) & (((a[:, 4] ^ b[:, 4]) & _WORD4_MASK) == 0)
+
+
+def _equal_key_pairs(words_a: np.ndarray, words_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with key(a[i]) == key(b[j]), as two index arrays."""
+    hash_a, hash_b = _key_hash(words_a), _key_hash(words_b)
+    order_b = np.argsort(hash_b)
+    sorted_b = hash_b[order_b]
+    low = np.searchsorted(sorted_b, hash_a, side="left")
+    counts = np.searchsorted(sorted_b, hash_a, side="right") - low
+    index_a = np.repeat(np.arange(len(hash_a)), counts)
+    first = np.cumsum(counts) - counts
+    index_b = order_b[np.repeat(low - first, counts) + np.arange(len(index_a))]
+    same = _same_key(words_a, index_a, words_b, index_b)
+    return index_a[same], index_b[same]
+
+
+def _compatible(inode_a: np.ndarray, inode_b: np.ndarray) -> np.ndarray:
+    return (inode_a == inode_b) | (inode_a == 0) | (inode_b == 0)
+
+
+def matched(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
+    """Mask of ``needles`` rows that are the same connection as some ``haystack`` row."""
+    words_n, words_h = row_words(needles), row_words(haystack)
+    index_n, index_h = _equal_key_pairs(words_n, words_h)
+    same = _compatible(words_n[index_n, _INODE_WORD], words_h[index_h, _INODE_WORD])
+    mask = np.zeros(len(needles), dtype=bool)
+    mask[index_n[same]] = True
+    return mask
+
+
+def unique(rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows with each connection kept once, in their order, and how many were dropped.
+
+    A row is dropped when the same connection is listed earlier with the same
+    inode, or it has inode 0 and the connection is also listed with a real one.
+    """
+    words = row_words(rows)
+    index_a, index_b = _equal_key_pairs(words, words)
+    inode_a, inode_b = words[index_a, _INODE_WORD], words[index_b, _INODE_WORD]
+    repeated = (inode_a == inode_b) & (index_b < index_a)
+    superseded = (inode_a == 0) & (inode_b != 0)
+    drop = np.zeros(len(rows), dtype=bool)
+    drop[index_a[repeated | superseded]] = True
+    dropped = int(drop.sum())
+    return (rows[~drop] if dropped else rows), dropped
