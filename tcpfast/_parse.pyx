@@ -23,17 +23,20 @@ cdef extern from *:
         uint16_t remote_port;
         uint8_t family;
         uint8_t state;
+        uint16_t timer;
         uint32_t tx_queue;
         uint32_t rx_queue;
         uint32_t uid;
+        uint32_t retransmits;
         uint64_t inode;
     } tcpfast_row;
-    static const size_t tcpfast_offsets[10] = {
+    static const size_t tcpfast_offsets[12] = {
         offsetof(tcpfast_row, local_addr), offsetof(tcpfast_row, remote_addr),
         offsetof(tcpfast_row, local_port), offsetof(tcpfast_row, remote_port),
         offsetof(tcpfast_row, family), offsetof(tcpfast_row, state),
-        offsetof(tcpfast_row, tx_queue), offsetof(tcpfast_row, rx_queue),
-        offsetof(tcpfast_row, uid), offsetof(tcpfast_row, inode)};
+        offsetof(tcpfast_row, timer), offsetof(tcpfast_row, tx_queue),
+        offsetof(tcpfast_row, rx_queue), offsetof(tcpfast_row, uid),
+        offsetof(tcpfast_row, retransmits), offsetof(tcpfast_row, inode)};
     """
     ctypedef struct tcpfast_row:
         uint8_t local_addr[16]
@@ -42,11 +45,13 @@ cdef extern from *:
         uint16_t remote_port
         uint8_t family
         uint8_t state
+        uint16_t timer
         uint32_t tx_queue
         uint32_t rx_queue
         uint32_t uid
+        uint32_t retransmits
         uint64_t inode
-    const size_t tcpfast_offsets[10]
+    const size_t tcpfast_offsets[12]
 
 cdef enum:
     INVALID = 0xFF
@@ -72,7 +77,7 @@ cdef void _fill_tables() noexcept:
 _fill_tables()
 
 _FIELDS = ("local_addr", "remote_addr", "local_port", "remote_port", "family",
-           "state", "tx_queue", "rx_queue", "uid", "inode")
+           "state", "timer", "tx_queue", "rx_queue", "uid", "retransmits", "inode")
 
 
 def row_layout():
@@ -211,6 +216,7 @@ cdef int _parse_line(const uint8_t* p, const uint8_t* e, int words,
     row.rx_queue = <uint32_t>v64
     if not _spaces(&p, e) or not _hex_var(&p, e, 2, &v64):              # timer
         return -1
+    row.timer = <uint16_t>v64
     if p == e or p[0] != COLON:
         return -1
     p += 1
@@ -218,6 +224,7 @@ cdef int _parse_line(const uint8_t* p, const uint8_t* e, int words,
         return -1
     if not _spaces(&p, e) or not _hex_var(&p, e, 8, &v64):              # retransmits
         return -1
+    row.retransmits = <uint32_t>v64
     if not _spaces(&p, e) or not _dec_var(&p, e, 10, &v64) or v64 > 0xFFFFFFFFULL:   # uid
         return -1
     row.uid = <uint32_t>v64

@@ -41,7 +41,8 @@ def _load_compiled() -> ParseInto | None:
     size, offsets = _parse.row_layout()
     expected = {name: CONNECTION_DTYPE.fields[name][1] for name in CONNECTION_DTYPE.names}
     if size != CONNECTION_DTYPE.itemsize or offsets != expected:
-        raise ImportError(f"tcpfast._parse row layout {size} {offsets} != CONNECTION_DTYPE")
+        raise ImportError(f"tcpfast._parse was built for another row layout ({size} bytes, "
+                          f"{offsets}): rebuild it with 'pip install .'")
     return _parse.parse_into
 
 

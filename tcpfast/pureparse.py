@@ -34,8 +34,8 @@ def _line_pattern(address_digits: int) -> re.Pattern[bytes]:
         rb"^ *[0-9]+:" + _SEP + address + _SEP + address + _SEP
         + rb"(%s{2})" % _HEX + _SEP                       # state
         + rb"(%s{1,8}):(%s{1,8})" % (_HEX, _HEX) + _SEP   # tx_queue:rx_queue
-        + rb"%s{1,2}:%s{1,16}" % (_HEX, _HEX) + _SEP      # timer:when
-        + rb"%s{1,8}" % _HEX + _SEP                       # retransmits
+        + rb"(%s{1,2}):%s{1,16}" % (_HEX, _HEX) + _SEP    # timer:when
+        + rb"(%s{1,8})" % _HEX + _SEP                     # retransmits
         + rb"([0-9]{1,10})" + _SEP                        # uid
         + rb"-?[0-9]{1,10}" + _SEP                        # timeout
         + rb"([0-9]{1,20})(?= |$)",                       # inode
@@ -91,12 +91,12 @@ def _valid_columns(matches: list[tuple[bytes, ...]]) -> list[list]:
     if not matches:
         return []
     columns = [list(column) for column in zip(*matches)]
-    uids, inodes = list(map(int, columns[7])), list(map(int, columns[8]))
+    uids, inodes = list(map(int, columns[9])), list(map(int, columns[10]))
     if max(uids) > _U32_MAX or max(inodes) > _U64_MAX:
         kept = [row for row, uid, inode in zip(matches, uids, inodes)
                 if uid <= _U32_MAX and inode <= _U64_MAX]
         return _valid_columns(kept)
-    return columns[:7] + [uids, inodes]
+    return columns[:9] + [uids, inodes]
 
 
 def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
@@ -122,8 +122,8 @@ def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
     count = len(columns[0]) if columns else 0
     rows = out[start:start + count]
     if count:
-        local, local_port, remote, remote_port, state, tx_queue, rx_queue, uids, inodes = columns
-        rows.view(np.uint8)[...] = 0    # padding too, as the compiled parser
+        (local, local_port, remote, remote_port, state, tx_queue, rx_queue, timer,
+         retransmits, uids, inodes) = columns
         rows["local_addr"] = _addresses(local)
         rows["remote_addr"] = _addresses(remote)
         rows["local_port"] = _ports(local_port)
@@ -132,6 +132,8 @@ def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
         rows["state"] = _hex_bytes(state, 2).ravel()
         rows["tx_queue"] = [int(value, 16) for value in tx_queue]
         rows["rx_queue"] = [int(value, 16) for value in rx_queue]
+        rows["timer"] = [int(value, 16) for value in timer]
+        rows["retransmits"] = [int(value, 16) for value in retransmits]
         rows["uid"] = uids
         rows["inode"] = inodes
     malformed = lines - _skipped(text) - count

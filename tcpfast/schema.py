@@ -7,9 +7,10 @@ import numpy as np
 #: One row per socket listed in /proc/net/tcp or /proc/net/tcp6.
 #: Addresses are 16 bytes in network order; an IPv4 address fills the first 4
 #: bytes and the rest are zero. The key fields (addresses, ports, family) come
-#: first and fill 37 bytes, so a diff can read them as machine words; the
-#: aligned layout is 64 bytes, one cache line, and the compiled parser writes
-#: the same C struct (checked at import).
+#: first and fill 37 bytes, so a diff can read them as machine words. The
+#: layout is 64 bytes, one cache line, with no padding (so copies keep every
+#: byte defined), and the compiled parser writes the same C struct (checked at
+#: import). ``timer`` is the kernel's ``tr`` column (which timer is pending).
 CONNECTION_DTYPE = np.dtype(
     [
         ("local_addr", np.uint8, (16,)),
@@ -18,9 +19,11 @@ CONNECTION_DTYPE = np.dtype(
         ("remote_port", np.uint16),
         ("family", np.uint8),
         ("state", np.uint8),
+        ("timer", np.uint16),
         ("tx_queue", np.uint32),
         ("rx_queue", np.uint32),
         ("uid", np.uint32),
+        ("retransmits", np.uint32),
         ("inode", np.uint64),
     ],
     align=True,

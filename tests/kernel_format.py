@@ -30,6 +30,8 @@ class Conn:
     rx_queue: int = 0
     uid: int = 1000
     inode: int = 12345
+    timer: int = 0
+    retransmits: int = 0
 
     @property
     def family(self) -> int:
@@ -46,7 +48,7 @@ def hex_address(text: str) -> str:
 def row_line(sl: int, conn: Conn) -> str:
     line = (f"{sl:4d}: {hex_address(conn.local)}:{conn.local_port:04X} "
             f"{hex_address(conn.remote)}:{conn.remote_port:04X} {conn.state:02X} "
-            f"{conn.tx_queue:08X}:{conn.rx_queue:08X} 00:00000000 00000000 "
+            f"{conn.tx_queue:08X}:{conn.rx_queue:08X} {conn.timer:02X}:00000000 {conn.retransmits:08X} "
             f"{conn.uid:5d} {0:8d} {conn.inode} 1 0000000000000000 100 0 0 10 0")
     return line.ljust(149) if conn.family == 4 else line   # IPv4 lines are padded
 

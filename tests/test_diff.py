@@ -1,0 +1,108 @@
+"""new_connections / closed_connections / unique against a plain-Python model of "same connection"."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tcpfast import CONNECTION_DTYPE, closed_connections, keys, new_connections
+
+
+def rows_of(specs) -> np.ndarray:
+    """(family, local_byte, local_port, remote_byte, remote_port, state, inode) -> rows."""
+    rows = np.zeros(len(specs), dtype=CONNECTION_DTYPE)
+    for row, (family, local, lport, remote, rport, state, inode) in zip(rows, specs):
+        row["family"], row["local_port"], row["remote_port"] = family, lport, rport
+        row["local_addr"][0 if family == 4 else 15] = local
+        row["remote_addr"][0 if family == 4 else 15] = remote
+        row["state"], row["inode"] = state, inode
+    return rows
+
+
+def key(row) -> bytes:
+    return bytes(row["local_addr"]) + bytes(row["remote_addr"]) + bytes(
+        [row["family"]]) + int(row["local_port"]).to_bytes(2, "big") + int(
+        row["remote_port"]).to_bytes(2, "big")
+
+
+def same(a, b) -> bool:
+    return key(a) == key(b) and (a["inode"] == b["inode"] or 0 in (a["inode"], b["inode"]))
+
+
+def model_new(previous, current):
+    return [r.tobytes() for r in current if not any(same(r, p) for p in previous)]
+
+
+def model_unique(rows):
+    kept = []
+    for i, row in enumerate(rows):
+        repeated = any(key(o) == key(row) and o["inode"] == row["inode"] for o in rows[:i])
+        superseded = row["inode"] == 0 and any(
+            key(o) == key(row) and o["inode"] != 0 for o in rows)
+        if not (repeated or superseded):
+            kept.append(row.tobytes())
+    return kept
+
+
+# A small pool of values so that keys and inodes collide often.
+spec = st.tuples(st.sampled_from([4, 6]), st.integers(1, 2), st.integers(1, 3),
+                 st.integers(1, 2), st.sampled_from([80, 443]), st.sampled_from([1, 6, 10]),
+                 st.sampled_from([0, 0, 7, 8, 9]))
+snapshots = st.lists(spec, max_size=25).map(rows_of)
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots, snapshots)
+def test_new_and_closed_match_the_model(previous, current):
+    assert [r.tobytes() for r in new_connections(previous, current)] == model_new(previous, current)
+    assert [r.tobytes() for r in closed_connections(previous, current)] == model_new(current, previous)
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots)
+def test_unique_matches_the_model(rows):
+    kept, dropped = keys.unique(rows)
+    assert [r.tobytes() for r in kept] == model_unique(rows)
+    assert dropped == len(rows) - len(kept)
+
+
+@settings(max_examples=100, deadline=None)
+@given(snapshots, snapshots)
+def test_hash_collisions_never_merge_connections(monkeypatch_hash, previous, current):
+    assert [r.tobytes() for r in new_connections(previous, current)] == model_new(previous, current)
+    assert [r.tobytes() for r in keys.unique(current)[0]] == model_unique(current)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_hash():
+    """Every key hashes to the same value: only the word-by-word check separates them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keys, "_key_hash", lambda words: np.zeros(len(words), dtype=np.uint64))
+        yield
+
+
+def test_the_semantics_by_example():
+    established = (4, 1, 50000, 2, 443, 0x01, 7)
+    previous = rows_of([established, (4, 1, 50001, 2, 443, 0x01, 8)])
+    current = rows_of([
+        (4, 1, 50000, 2, 443, 0x06, 0),        # same connection, now TIME_WAIT: not new
+        (4, 1, 50001, 2, 443, 0x01, 9),        # closed and reopened (new inode): new
+        (6, 1, 50000, 2, 443, 0x01, 7),        # same numbers, other family: new
+    ])
+    assert new_connections(previous, current)["inode"].tolist() == [9, 7]
+    assert closed_connections(previous, current)["inode"].tolist() == [8]
+    assert len(new_connections(current, current)) == 0
+
+
+def test_listed_twice_is_kept_once_but_reuseport_listeners_stay():
+    listener_a, listener_b = (4, 1, 80, 0, 0, 0x0A, 7), (4, 1, 80, 0, 0, 0x0A, 8)
+    rows = rows_of([listener_a, listener_b, listener_a, (4, 1, 80, 0, 0, 0x0A, 0)])
+    kept, dropped = keys.unique(rows)
+    assert kept["inode"].tolist() == [7, 8] and dropped == 2
+
+
+def test_strided_input_and_wrong_dtype():
+    rows = rows_of([(4, 1, p, 2, 443, 1, p) for p in range(1, 9)])
+    assert new_connections(rows[::2], rows[1::2])["inode"].tolist() == [2, 4, 6, 8]
+    with pytest.raises(TypeError, match="CONNECTION_DTYPE"):
+        new_connections(np.zeros(3), rows)
