@@ -1,0 +1,121 @@
+"""``python -m tcpfast`` as users run it: exact output, exit codes, one-line errors."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+SAMPLE_ROOT = Path(__file__).parent / "data" / "proc"
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00): New connection: ")
+
+EXPECTED_TEXT = [
+    "0.0.0.0:8089 -> 0.0.0.0:0",
+    "127.0.0.53:53 -> 0.0.0.0:0",
+    "0.0.0.0:22 -> 0.0.0.0:0",
+    "10.162.15.225:41164 -> 172.217.13.110:443",
+    "10.162.15.225:36088 -> 91.189.91.15:80",
+    "10.162.15.225:52384 -> 169.254.169.254:80",
+    "10.162.15.225:22 -> 204.225.215.59:55627",
+    "[::]:22 -> [::]:0",
+    "[::1]:22 -> [2001:db8::5]:443",
+    "[::ffff:127.0.0.1]:8080 -> [::ffff:127.0.0.1]:45000",
+    "[2001:db8:0:1::10]:443 -> [2001:db8::ff]:50000",
+]
+
+
+def tcpfast(*args: str, env: dict | None = None, timeout: float = 60):
+    return subprocess.run([sys.executable, "-m", "tcpfast", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_once_prints_the_exact_text_lines():
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    result = tcpfast("--once", "--proc-root", str(SAMPLE_ROOT))
+    after = datetime.now(timezone.utc)
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    stamps = {STAMP.match(line).group(1) for line in lines}
+    assert len(stamps) == 1                               # one poll, one time
+    assert before <= datetime.fromisoformat(stamps.pop()) <= after
+    assert [STAMP.sub("", line) for line in lines] == EXPECTED_TEXT
+
+
+def test_once_json_lines_have_the_contract_keys():
+    result = tcpfast("--once", "--json", "--proc-root", str(SAMPLE_ROOT), "--state", "ESTABLISHED")
+    assert (result.returncode, result.stderr) == (0, "")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    for event in events:
+        assert datetime.fromisoformat(event.pop("time")).utcoffset().total_seconds() == 0
+    assert events[0] == {"event": "new", "family": 4, "local": "10.162.15.225",
+                         "local_port": 41164, "remote": "172.217.13.110", "remote_port": 443,
+                         "state": "ESTABLISHED", "uid": 1000, "inode": 2710532}
+    assert [(e["local"], e["local_port"], e["remote"], e["remote_port"], e["family"])
+            for e in events[1:]] == [
+        ("10.162.15.225", 36088, "91.189.91.15", 80, 4),
+        ("10.162.15.225", 22, "204.225.215.59", 55627, 4),
+        ("::1", 22, "2001:db8::5", 443, 6),
+        ("::ffff:127.0.0.1", 8080, "::ffff:127.0.0.1", 45000, 6),
+    ]
+
+
+def test_state_filter_is_case_insensitive_and_takes_a_list():
+    result = tcpfast("--once", "--proc-root", str(SAMPLE_ROOT), "--state", "listen,Time_Wait")
+    assert [STAMP.sub("", line) for line in result.stdout.splitlines()] == [
+        EXPECTED_TEXT[i] for i in (0, 1, 2, 5, 7)]
+
+
+def test_proc_root_from_the_environment(tmp_path):
+    result = tcpfast("--once", env={"TCPFAST_PROC_ROOT": str(SAMPLE_ROOT)})
+    assert len(result.stdout.splitlines()) == len(EXPECTED_TEXT)
+
+
+def test_missing_tcp6_is_an_empty_table(tmp_path):
+    (tmp_path / "net").mkdir()
+    shutil.copy(SAMPLE_ROOT / "net" / "tcp", tmp_path / "net" / "tcp")
+    result = tcpfast("--once", "--proc-root", str(tmp_path))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert [STAMP.sub("", line) for line in result.stdout.splitlines()] == EXPECTED_TEXT[:7]
+
+
+def test_missing_table_is_one_line_and_exit_2(tmp_path):
+    result = tcpfast("--once", "--proc-root", str(tmp_path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"tcpfast: cannot read {tmp_path}/net/tcp: No such file or directory\n"
+
+
+def test_malformed_rows_are_reported_on_stderr(tmp_path):
+    (tmp_path / "net").mkdir()
+    good = (SAMPLE_ROOT / "net" / "tcp").read_bytes()
+    (tmp_path / "net" / "tcp").write_bytes(good + b"   7: garbage row\n")
+    result = tcpfast("--once", "--proc-root", str(tmp_path))
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 7
+    assert result.stderr == f"tcpfast: skipped 1 malformed row(s) in {tmp_path}/net/tcp*\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--interval", "0"], "must be a positive number of seconds"),
+    (["--interval", "-1"], "must be a positive number of seconds"),
+    (["--interval", "soon"], "not a number"),
+    (["--state", "bogus"], "unknown state BOGUS"),
+    (["--nonsense"], "unrecognized arguments"),
+])
+def test_bad_arguments_are_usage_errors(args, message):
+    result = tcpfast(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("usage: tcpfast") and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_and_version():
+    result = tcpfast("--help")
+    assert result.returncode == 0
+    for option in ("--interval", "--once", "--proc-root", "--state", "--json", "--version"):
+        assert option in result.stdout
+    version = tcpfast("--version")
+    assert re.fullmatch(r"tcpfast \d+\.\d+\.\d+\n", version.stdout)
