@@ -20,7 +20,7 @@ class BuildExtAlsoInSource(build_ext):
 
 setup(
     ext_modules=cythonize(
-        [Extension("tcpfast._parse", ["tcpfast/_parse.pyx"], extra_compile_args=["-O3"])],
+        [Extension("tcpfast._parse", ["tcpfast/_parse.pyx"], extra_compile_args=["-O3", "--param=max-inline-insns-single=1000", "--param=inline-unit-growth=400"])],
         language_level=3,
     ),
     cmdclass={"build_ext": BuildExtAlsoInSource},

@@ -30,6 +30,25 @@ cdef extern from *:
         uint32_t retransmits;
         uint64_t inode;
     } tcpfast_row;
+    /* Eight hex digits at s (s[0] most significant) to *value, with SWAR:
+       one 64-bit load, range checks on all bytes at once; 0 if any byte is
+       not a hex digit. Bytes are ASCII < 0x80 (checked), so the per-byte
+       additions below never carry into the next byte. */
+    static inline int tcpfast_hex8(const uint8_t *s, uint32_t *value) {
+        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+        uint64_t x, lower, digit, alpha, nibbles, pairs, quads;
+        memcpy(&x, s, 8);
+        if (x & highs) return 0;
+        lower = x | (0x20 * ones);
+        digit = (x + (0x80 - '0') * ones) & ~(x + (0x7F - '9') * ones) & highs;
+        alpha = (lower + (0x80 - 'a') * ones) & ~(lower + (0x7F - 'f') * ones) & highs;
+        if ((digit | alpha) != highs) return 0;
+        nibbles = (x & (0x0F * ones)) + (alpha >> 7) * 9;
+        pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00FF00FF00FF00FFULL;
+        quads = (pairs | (pairs >> 8)) & 0x0000FFFF0000FFFFULL;
+        *value = __builtin_bswap32((uint32_t)(quads | (quads >> 16)));
+        return 1;
+    }
     static const size_t tcpfast_offsets[12] = {
         offsetof(tcpfast_row, local_addr), offsetof(tcpfast_row, remote_addr),
         offsetof(tcpfast_row, local_port), offsetof(tcpfast_row, remote_port),
@@ -52,6 +71,7 @@ cdef extern from *:
         uint32_t retransmits
         uint64_t inode
     const size_t tcpfast_offsets[12]
+    bint tcpfast_hex8(const uint8_t* s, uint32_t* value) nogil
 
 cdef enum:
     INVALID = 0xFF
@@ -90,6 +110,7 @@ cdef inline bint _spaces(const uint8_t** p, const uint8_t* e) noexcept nogil:
     cdef const uint8_t* q = p[0]
     if q >= e or q[0] != SPACE:
         return False
+    q += 1
     while q < e and q[0] == SPACE:
         q += 1
     p[0] = q
@@ -105,6 +126,11 @@ cdef inline bint _hex_fixed(const uint8_t** p, const uint8_t* e, int digits,
     cdef int i
     if e - q < digits:
         return False
+    if digits == 8:
+        if not tcpfast_hex8(q, value):
+            return False
+        p[0] = q + 8
+        return True
     for i in range(digits):
         d = HEX[q[i]]
         if d == INVALID:
@@ -121,9 +147,13 @@ cdef inline bint _hex_var(const uint8_t** p, const uint8_t* e, int max_digits,
     cdef const uint8_t* q = p[0]
     cdef const uint8_t* stop = q + max_digits
     cdef uint64_t v = 0
+    cdef uint32_t eight
     cdef uint8_t d
     if stop > e:
         stop = e
+    if stop - q >= 8 and tcpfast_hex8(q, &eight):       # the kernel's usual %08X
+        v = eight
+        q += 8
     while q < stop:
         d = HEX[q[0]]
         if d == INVALID:
@@ -150,8 +180,8 @@ cdef inline bint _dec_var(const uint8_t** p, const uint8_t* e, int max_digits,
         d = DEC[q[0]]
         if d == INVALID:
             break
-        if v > (0xFFFFFFFFFFFFFFFFULL - d) // 10:
-            return False
+        if v >= 1844674407370955161ULL and (v > 1844674407370955161ULL or d > 5):
+            return False                          # 10 * v + d would pass 2**64 - 1
         v = v * 10 + d
         q += 1
     if q == p[0]:
@@ -170,6 +200,8 @@ cdef inline bint _address(const uint8_t** p, const uint8_t* e, int words,
         if not _hex_fixed(p, e, 8, &word):
             return False
         memcpy(addr + 4 * i, &word, 4)
+    if words == 1:
+        memset(addr + 4, 0, 12)
     if p[0] >= e or p[0][0] != COLON:
         return False
     p[0] += 1
@@ -179,67 +211,85 @@ cdef inline bint _address(const uint8_t** p, const uint8_t* e, int words,
     return True
 
 
-cdef int _parse_line(const uint8_t* p, const uint8_t* e, int words,
-                     tcpfast_row* row) noexcept nogil:
-    """1: a row was written; 0: blank or header line; -1: malformed."""
+cdef inline bint _colon(const uint8_t** p, const uint8_t* e) noexcept nogil:
+    if p[0] >= e or p[0][0] != COLON:
+        return False
+    p[0] += 1
+    return True
+
+
+cdef inline bint _line_ends(const uint8_t* p, const uint8_t* e) noexcept nogil:
+    return p == e or p[0] == NEWLINE
+
+
+cdef inline bint _fields(const uint8_t** p, const uint8_t* e, int words,
+                         tcpfast_row* row) noexcept nogil:
+    """Everything after ``sl:``; writes every field of row (there is no padding)."""
     cdef uint32_t v32
     cdef uint64_t v64
-    cdef const uint8_t* start
+    if not _spaces(p, e) or not _address(p, e, words, row.local_addr, &row.local_port):
+        return False
+    if not _spaces(p, e) or not _address(p, e, words, row.remote_addr, &row.remote_port):
+        return False
+    if not _spaces(p, e) or not _hex_fixed(p, e, 2, &v32):              # state
+        return False
+    row.state = <uint8_t>v32
+    if not _spaces(p, e) or not _hex_var(p, e, 8, &v64):                # tx_queue
+        return False
+    row.tx_queue = <uint32_t>v64
+    if not _colon(p, e) or not _hex_var(p, e, 8, &v64):                 # rx_queue
+        return False
+    row.rx_queue = <uint32_t>v64
+    if not _spaces(p, e) or not _hex_var(p, e, 2, &v64):                # timer
+        return False
+    row.timer = <uint16_t>v64
+    if not _colon(p, e) or not _hex_var(p, e, 16, &v64):                # when
+        return False
+    if not _spaces(p, e) or not _hex_var(p, e, 8, &v64):                # retransmits
+        return False
+    row.retransmits = <uint32_t>v64
+    if not _spaces(p, e) or not _dec_var(p, e, 10, &v64) or v64 > 0xFFFFFFFFULL:   # uid
+        return False
+    row.uid = <uint32_t>v64
+    if not _spaces(p, e):                                                # timeout
+        return False
+    if p[0] < e and p[0][0] == b'-':
+        p[0] += 1
+    if not _dec_var(p, e, 10, &v64):
+        return False
+    if not _spaces(p, e) or not _dec_var(p, e, 20, &v64):               # inode
+        return False
+    row.inode = v64
+    return _line_ends(p[0], e) or p[0][0] == SPACE
+
+
+cdef int _parse_line(const uint8_t** start, const uint8_t* e, int words,
+                     tcpfast_row* row) noexcept nogil:
+    """Parse the line at *start, which ends at a newline or at e.
+
+    1: row was written; 0: a blank or header line; -1: malformed. *start is
+    left where parsing stopped, never past the line's newline: no field's
+    characters include the newline, so every field stops there.
+    """
+    cdef const uint8_t* p = start[0]
+    cdef const uint8_t* digits
+    cdef int result = -1
     while p < e and p[0] == SPACE:
         p += 1
-    if p == e:
-        return 0
-    if e - p >= 2 and p[0] == b's' and p[1] == b'l' and (e - p == 2 or p[2] == SPACE):
-        return 0
-    memset(row, 0, sizeof(tcpfast_row))
-    start = p                                     # sl: decimal digits and a colon
-    while p < e and DEC[p[0]] != INVALID:
-        p += 1
-    if p == start or p == e or p[0] != COLON:
-        return -1
-    p += 1
-    if not _spaces(&p, e) or not _address(&p, e, words, row.local_addr, &row.local_port):
-        return -1
-    if not _spaces(&p, e) or not _address(&p, e, words, row.remote_addr, &row.remote_port):
-        return -1
-    if not _spaces(&p, e) or not _hex_fixed(&p, e, 2, &v32):
-        return -1
-    row.state = <uint8_t>v32
-    if not _spaces(&p, e) or not _hex_var(&p, e, 8, &v64):              # tx_queue
-        return -1
-    row.tx_queue = <uint32_t>v64
-    if p == e or p[0] != COLON:
-        return -1
-    p += 1
-    if not _hex_var(&p, e, 8, &v64):                                     # rx_queue
-        return -1
-    row.rx_queue = <uint32_t>v64
-    if not _spaces(&p, e) or not _hex_var(&p, e, 2, &v64):              # timer
-        return -1
-    row.timer = <uint16_t>v64
-    if p == e or p[0] != COLON:
-        return -1
-    p += 1
-    if not _hex_var(&p, e, 16, &v64):                                    # when
-        return -1
-    if not _spaces(&p, e) or not _hex_var(&p, e, 8, &v64):              # retransmits
-        return -1
-    row.retransmits = <uint32_t>v64
-    if not _spaces(&p, e) or not _dec_var(&p, e, 10, &v64) or v64 > 0xFFFFFFFFULL:   # uid
-        return -1
-    row.uid = <uint32_t>v64
-    if not _spaces(&p, e):
-        return -1
-    if p < e and p[0] == b'-':                                           # timeout
-        p += 1
-    if not _dec_var(&p, e, 10, &v64):
-        return -1
-    if not _spaces(&p, e) or not _dec_var(&p, e, 20, &v64):             # inode
-        return -1
-    row.inode = v64
-    if p < e and p[0] != SPACE:
-        return -1
-    return 1
+    if _line_ends(p, e):
+        result = 0
+    elif e - p >= 2 and p[0] == b's' and p[1] == b'l' and (
+            _line_ends(p + 2, e) or p[2] == SPACE):
+        result = 0
+    else:
+        digits = p                                                       # sl
+        while p < e and DEC[p[0]] != INVALID:
+            p += 1
+        if p != digits and _colon(&p, e) and _fields(&p, e, words, row):
+            row.family = 4 if words == 1 else 6
+            result = 1
+    start[0] = p
+    return result
 
 
 def parse_into(const uint8_t[::1] data, int family, object out, Py_ssize_t start,
@@ -247,13 +297,15 @@ def parse_into(const uint8_t[::1] data, int family, object out, Py_ssize_t start
     """Parse the lines of `data` into `out[start:]`; see pureparse.parse_into."""
     cdef int words
     cdef Py_ssize_t length = data.shape[0]
-    cdef Py_ssize_t capacity, lines, n = start, malformed = 0
+    cdef Py_ssize_t capacity = out.shape[0]
+    cdef Py_ssize_t n = start, malformed = 0
     cdef const uint8_t* base
     cdef const uint8_t* p
+    cdef const uint8_t* q
     cdef const uint8_t* end
-    cdef const uint8_t* nl
-    cdef const uint8_t* line_end
-    cdef tcpfast_row* rows
+    cdef const uint8_t* newline
+    cdef tcpfast_row* rows = NULL
+    cdef tcpfast_row spare                        # parses the row that finds out full
     cdef uint8_t[::1] out_bytes
     cdef int result
 
@@ -263,36 +315,29 @@ def parse_into(const uint8_t[::1] data, int family, object out, Py_ssize_t start
         words = 4
     else:
         raise ValueError(f"family must be 4 or 6, not {family!r}")
-    out_bytes = out.view(np.uint8)
-    capacity = out.shape[0]
+    if not 0 <= start <= capacity:
+        raise ValueError(f"start {start} is outside out (0..{capacity})")
     if length == 0:
         return start, 0, 0
+    out_bytes = out.view(np.uint8)
+    if capacity > 0:
+        rows = <tcpfast_row*>&out_bytes[0]
     base = &data[0]
     end = base + length
-    if not final:                                 # keep a partial last line for later
+    if not final:                                 # a partial last line waits for more data
         while end > base and (end - 1)[0] != NEWLINE:
             end -= 1
-    lines = 0
-    p = base
-    while p < end:
-        nl = <const uint8_t*>memchr(p, NEWLINE, end - p)
-        lines += 1
-        p = end if nl == NULL else nl + 1
-    if start < 0 or capacity - start < lines:
-        raise ValueError(f"out has room for {capacity - start} rows, data has {lines} lines")
-    if lines == 0:
-        return start, end - base, 0
-    rows = <tcpfast_row*>&out_bytes[0]
     p = base
     with nogil:
         while p < end:
-            nl = <const uint8_t*>memchr(p, NEWLINE, end - p)
-            line_end = end if nl == NULL else nl
-            result = _parse_line(p, line_end, words, &rows[n])
+            q = p
+            result = _parse_line(&q, end, words, &rows[n] if n < capacity else &spare)
             if result > 0:
-                rows[n].family = <uint8_t>family
+                if n == capacity:
+                    break                         # out is full: this line is left unread
                 n += 1
             elif result < 0:
                 malformed += 1
-            p = line_end + 1 if nl != NULL else end
-    return n, end - base, malformed
+            newline = <const uint8_t*>memchr(q, NEWLINE, end - q)
+            p = end if newline == NULL else newline + 1
+    return n, p - base, malformed

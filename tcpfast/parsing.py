@@ -56,10 +56,47 @@ ACCELERATED: bool = _compiled_parse_into is not None
 parse_into: ParseInto = _compiled_parse_into or pureparse.parse_into
 
 
+class RowCollector:
+    """Parses one table's text, fed in chunks of any size, into rows.
+
+    Rows go into blocks of ``block_rows``; nothing needs to know in advance
+    how many rows the text holds, and the text is never held whole.
+    """
+
+    def __init__(self, family: int, parse_into_fn: ParseInto | None = None,
+                 block_rows: int = 1 << 16) -> None:
+        self.family = family
+        self.malformed = 0
+        self._parse_into = parse_into_fn or parse_into
+        self._block_rows = block_rows
+        self._full: list[np.ndarray] = []
+        self._block = np.empty(block_rows, dtype=CONNECTION_DTYPE)
+        self._end = 0
+
+    def feed(self, data: bytes | memoryview, final: bool) -> int:
+        """Parse what ``data`` holds; returns the bytes used (the rest is a partial line)."""
+        view = memoryview(data)
+        used = 0
+        while True:
+            self._end, consumed, malformed = self._parse_into(
+                view[used:], self.family, self._block, self._end, final)
+            used += consumed
+            self.malformed += malformed
+            if self._end < len(self._block):      # the text ran out before the block
+                return used
+            self._full.append(self._block)
+            self._block = np.empty(self._block_rows, dtype=CONNECTION_DTYPE)
+            self._end = 0
+
+    def rows(self) -> np.ndarray:
+        parts = [*self._full, self._block[: self._end]]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _parse_with(parse_into_fn: ParseInto, data: bytes, family: int) -> tuple[np.ndarray, int]:
-    out = np.empty(data.count(b"\n") + 1, dtype=CONNECTION_DTYPE)
-    end, _, malformed = parse_into_fn(data, family, out, 0, True)
-    return out[:end], malformed
+    collector = RowCollector(family, parse_into_fn)
+    collector.feed(data, final=True)
+    return collector.rows(), collector.malformed
 
 
 def parse_counted(data: bytes, family: int) -> tuple[np.ndarray, int]:

@@ -1,8 +1,9 @@
 """Pure-Python parser of /proc/net/tcp and /proc/net/tcp6 text (the fallback).
 
 It accepts exactly what the compiled parser (``_parse.pyx``) accepts and gives
-the same rows and the same malformed count for every input. The grammar of a
-line (fields are separated by one or more spaces, ``HEX`` is ``[0-9A-Fa-f]``):
+the same rows, the same malformed count and the same stopping point for every
+input. The grammar of a line (fields are separated by one or more spaces,
+``HEX`` is ``[0-9A-Fa-f]``):
 
     *sl:  LOCAL:PORT  REMOTE:PORT  ST  TXQ:RXQ  TR:WHEN  RETR  UID  TIMEOUT  INODE  rest...
 
@@ -16,126 +17,207 @@ line (fields are separated by one or more spaces, ``HEX`` is ``[0-9A-Fa-f]``):
   Anything after ``INODE`` (later kernels add fields) is ignored.
 - A line of only spaces, or whose first field is ``sl`` (the header), is skipped;
   any other line that does not match is malformed: counted and skipped.
+
+Speed: one regular expression finds the rows; rows in the kernel's canonical
+layout (single spaces, ``%08X`` widths: all of them, in practice) are decoded
+column-wise with numpy; any other valid row is decoded field by field.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+from itertools import compress
 
 import numpy as np
 
 _HEX = rb"[0-9A-Fa-f]"
 _SEP = rb" +"
+_U32_MAX = 2**32 - 1
+_U64_MAX = 2**64 - 1
 
 
-def _line_pattern(address_digits: int) -> re.Pattern[bytes]:
-    address = rb"(%s{%d}):(%s{4})" % (_HEX, address_digits, _HEX)
+def _fields_pattern(address_digits: int, group: bytes) -> bytes:
+    """LOCAL:PORT ... RETR, each field wrapped in ``group`` (capturing or not)."""
+    field = lambda body: group % body  # noqa: E731
+    address = field(rb"%s{%d}" % (_HEX, address_digits)) + b":" + field(rb"%s{4}" % _HEX)
+    return (address + _SEP + address + _SEP + field(rb"%s{2}" % _HEX) + _SEP
+            + field(rb"%s{1,8}" % _HEX) + b":" + field(rb"%s{1,8}" % _HEX) + _SEP
+            + field(rb"%s{1,2}" % _HEX) + b":" + rb"%s{1,16}" % _HEX + _SEP
+            + field(rb"%s{1,8}" % _HEX))
+
+
+def _row_pattern(address_digits: int) -> re.Pattern[bytes]:
+    """A whole row: groups (fields, uid, inode), one match per row line."""
     return re.compile(
-        rb"^ *[0-9]+:" + _SEP + address + _SEP + address + _SEP
-        + rb"(%s{2})" % _HEX + _SEP                       # state
-        + rb"(%s{1,8}):(%s{1,8})" % (_HEX, _HEX) + _SEP   # tx_queue:rx_queue
-        + rb"(%s{1,2}):%s{1,16}" % (_HEX, _HEX) + _SEP    # timer:when
-        + rb"(%s{1,8})" % _HEX + _SEP                     # retransmits
-        + rb"([0-9]{1,10})" + _SEP                        # uid
-        + rb"-?[0-9]{1,10}" + _SEP                        # timeout
-        + rb"([0-9]{1,20})(?= |$)",                       # inode
+        rb"^ *[0-9]+:" + _SEP + rb"(" + _fields_pattern(address_digits, rb"(?:%s)") + rb")"
+        + _SEP + rb"([0-9]{1,10})" + _SEP + rb"-?[0-9]{1,10}" + _SEP
+        + rb"([0-9]{1,20})(?= |$)",
         re.MULTILINE,
     )
 
 
-_ROW = {4: _line_pattern(8), 6: _line_pattern(32)}
-# Blank lines and the header; at the very end of text that ends in a newline
-# (or is empty) this also matches the empty position after it: see _skipped().
-_BLANK_OR_HEADER = re.compile(rb"^ *(?:sl(?= |$)|$)", re.MULTILINE)
+_ROW = {4: _row_pattern(8), 6: _row_pattern(32)}
+_FIELDS = {4: re.compile(_fields_pattern(8, rb"(%s)")), 6: re.compile(_fields_pattern(32, rb"(%s)"))}
+# A blank line or the header, at the start of the text.
+_SKIPPED_LINE = re.compile(rb" *(?:sl(?=[ \n]|\Z)|(?=\n|\Z))")
+
+# The kernel's layout of the fields group, one letter per field (WHEN, "W",
+# is not kept): family -> (length, [(offset, width) per kept field], separator offsets).
+_CANONICAL = {}
+for _family, _digits in ((4, 8), (6, 32)):
+    _layout = b"%s:PPPP %s:QQQQ SS TTTTTTTT:XXXXXXXX MM:WWWWWWWW EEEEEEEE" % (
+        b"L" * _digits, b"R" * _digits)
+    _CANONICAL[_family] = (
+        len(_layout),
+        [(_layout.index(letter), _layout.count(letter)) for letter in b"LPRQSTXME"],
+        [i for i, c in enumerate(_layout) if c in b" :"],
+    )
 
 _HEX_VALUE = np.full(256, 0xFF, dtype=np.uint8)
 for _digit in b"0123456789":
     _HEX_VALUE[_digit] = _digit - ord("0")
 for _digit in b"ABCDEF":
     _HEX_VALUE[_digit] = _HEX_VALUE[_digit + 32] = _digit - ord("A") + 10
-_U32_MAX = 2**32 - 1
-_U64_MAX = 2**64 - 1
-_NATIVE_U4 = np.dtype(np.uint32).newbyteorder("=")
+_BIG_ENDIAN = {1: np.dtype(np.uint8), 2: np.dtype(">u2"), 4: np.dtype(">u4")}
 
 
-def _hex_bytes(tokens: list[bytes], width: int) -> np.ndarray:
-    """Fixed-width hex tokens (already validated) to an (n, width // 2) byte array."""
-    nibbles = _HEX_VALUE[np.frombuffer(b"".join(tokens), dtype=np.uint8)].reshape(-1, width)
-    return (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+def _hex_column(nibbles: np.ndarray, offset: int, width: int) -> np.ndarray:
+    """Fixed-width hex digits at ``offset`` of each row: their values (widths 2, 4, 8)."""
+    high = nibbles[:, offset:offset + width:2].astype(np.uint8) << 4
+    octets = np.ascontiguousarray(high | nibbles[:, offset + 1:offset + width:2])
+    return octets.view(_BIG_ENDIAN[width // 2]).ravel()
 
 
-def _addresses(tokens: list[bytes]) -> np.ndarray:
-    """Address tokens to (n, 16) network-order bytes, as the kernel's words lie in memory."""
-    printed = _hex_bytes(tokens, len(tokens[0]))              # each word big-endian
-    words = printed.view(">u4").astype(_NATIVE_U4)            # host integers, as printed
-    out = np.zeros((len(tokens), 16), dtype=np.uint8)
-    out[:, : printed.shape[1]] = words.view(np.uint8)
+def _address_column(nibbles: np.ndarray, offset: int, width: int) -> np.ndarray:
+    """Address digits to (n, 16) network-order bytes: each printed word is a host integer."""
+    words = np.stack([_hex_column(nibbles, offset + 8 * i, 8) for i in range(width // 8)], 1)
+    out = np.zeros((len(nibbles), 16), dtype=np.uint8)
+    out[:, : width // 2] = words.astype(np.uint32).view(np.uint8)     # native byte order
     return out
 
 
-def _ports(tokens: list[bytes]) -> np.ndarray:
-    return _hex_bytes(tokens, 4).view(">u2").ravel()
+def _decode_canonical(fields: list[bytes], family: int, rows: np.ndarray) -> None:
+    """Fill ``rows`` from field groups in the kernel's canonical layout."""
+    length, offsets, _ = _CANONICAL[family]
+    nibbles = _HEX_VALUE[np.frombuffer(b"".join(fields), dtype=np.uint8)].reshape(-1, length)
+    (local, local_port, remote, remote_port, state, tx_queue, rx_queue, timer,
+     retransmits) = offsets
+    rows["local_addr"] = _address_column(nibbles, *local)
+    rows["remote_addr"] = _address_column(nibbles, *remote)
+    for name, (offset, width) in (("local_port", local_port), ("remote_port", remote_port),
+                                  ("state", state), ("tx_queue", tx_queue),
+                                  ("rx_queue", rx_queue), ("timer", timer),
+                                  ("retransmits", retransmits)):
+        rows[name] = _hex_column(nibbles, offset, width)
 
 
-def _skipped(text: bytes) -> int:
-    phantom = 1 if not text or text.endswith(b"\n") else 0
-    return len(_BLANK_OR_HEADER.findall(text)) - phantom
+def _decode_other(fields: list[bytes], family: int, rows: np.ndarray) -> None:
+    """Fill ``rows`` from valid field groups in any other layout, one by one."""
+    pattern = _FIELDS[family]
+    for row, text in zip(rows, fields):
+        (local, local_port, remote, remote_port, state, tx_queue, rx_queue, timer,
+         retransmits) = pattern.fullmatch(text).groups()
+        for name, address in (("local_addr", local), ("remote_addr", remote)):
+            words = (int(address[i:i + 8], 16) for i in range(0, len(address), 8))
+            row[name] = np.frombuffer(b"".join(w.to_bytes(4, sys.byteorder) for w in words)
+                                      .ljust(16, b"\0"), dtype=np.uint8)
+        row["local_port"], row["remote_port"] = int(local_port, 16), int(remote_port, 16)
+        row["state"], row["timer"] = int(state, 16), int(timer, 16)
+        row["tx_queue"], row["rx_queue"] = int(tx_queue, 16), int(rx_queue, 16)
+        row["retransmits"] = int(retransmits, 16)
+
+
+def _is_canonical(fields: list[bytes], family: int) -> np.ndarray:
+    length, _, separators = _CANONICAL[family]
+    right_length = np.fromiter(map(len, fields), dtype=np.int64, count=len(fields)) == length
+    canonical = right_length.copy()
+    if right_length.any():
+        text = np.frombuffer(b"".join(compress(fields, right_length)), dtype=np.uint8)
+        text = text.reshape(-1, length)
+        is_separator = (text == ord(" ")) | (text == ord(":"))
+        canonical[right_length] = (is_separator[:, separators].all(axis=1)
+                                   & (is_separator.sum(axis=1) == len(separators)))
+    return canonical
+
+
+def _valid(matches: list[tuple[bytes, bytes, bytes]]) -> tuple[list, list[int], list[int]]:
+    """Field groups, uids and inodes of the matches, without rows whose numbers overflow."""
+    if not matches:
+        return [], [], []
+    fields, uid_text, inode_text = zip(*matches)
+    uids, inodes = list(map(int, uid_text)), list(map(int, inode_text))
+    if max(uids) > _U32_MAX or max(inodes) > _U64_MAX:
+        keep = [uid <= _U32_MAX and inode <= _U64_MAX for uid, inode in zip(uids, inodes)]
+        return (list(compress(fields, keep)), list(compress(uids, keep)),
+                list(compress(inodes, keep)))
+    return list(fields), uids, inodes
+
+
+def _skipped_lines(text: bytes, unmatched: int) -> int:
+    """How many of the lines that are not rows are blank or the header."""
+    if unmatched == 0:
+        return 0
+    if unmatched == 1 and _SKIPPED_LINE.match(text):      # just the header, as usual
+        return 1
+    lines = text.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    return sum(1 for line in lines if _SKIPPED_LINE.match(line))
 
 
 def _line_count(text: bytes) -> int:
     return text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
 
 
-def _valid_columns(matches: list[tuple[bytes, ...]]) -> list[list]:
-    """Regex matches to columns, dropping rows whose uid or inode overflows."""
-    if not matches:
-        return []
-    columns = [list(column) for column in zip(*matches)]
-    uids, inodes = list(map(int, columns[9])), list(map(int, columns[10]))
-    if max(uids) > _U32_MAX or max(inodes) > _U64_MAX:
-        kept = [row for row, uid, inode in zip(matches, uids, inodes)
-                if uid <= _U32_MAX and inode <= _U64_MAX]
-        return _valid_columns(kept)
-    return columns[:9] + [uids, inodes]
+def _row_line_start(text: bytes, family: int, index: int) -> int:
+    """Where the line of the ``index``-th valid row (from 0) begins."""
+    valid = 0
+    for match in _ROW[family].finditer(text):
+        if int(match[2]) <= _U32_MAX and int(match[3]) <= _U64_MAX:
+            if valid == index:
+                return match.start()
+            valid += 1
+    raise AssertionError("fewer rows than counted")
 
 
 def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
                final: bool) -> tuple[int, int, int]:
-    """Parse the lines of ``data`` into ``out[start:]``.
+    """Parse the lines of ``data`` into ``out[start:]`` until either runs out.
 
-    Returns ``(end, consumed, malformed)``: rows are ``out[start:end]``,
-    ``consumed`` bytes of ``data`` were used (all of it when ``final``; else up
-    to the last newline, so a partial line waits for more data), and
-    ``malformed`` lines were skipped. ``out`` must have a row for every line.
+    Returns ``(end, consumed, malformed)``: rows are ``out[start:end]``;
+    ``consumed`` bytes of ``data`` were used: all of it when ``final``, else up
+    to the last newline (a partial line waits for more data), and less when
+    ``out`` filled up (the next row's line is left for the next call);
+    ``malformed`` lines among them were skipped.
     """
     if family not in (4, 6):
         raise ValueError(f"family must be 4 or 6, not {family!r}")
+    capacity = out.shape[0]
+    if not 0 <= start <= capacity:
+        raise ValueError(f"start {start} is outside out (0..{capacity})")
     text = bytes(data)
     if not final:
         text = text[: text.rfind(b"\n") + 1]
-    lines = _line_count(text)
-    capacity = out.shape[0]
-    if start < 0 or capacity - start < lines:
-        raise ValueError(f"out has room for {capacity - start} rows, data has {lines} lines")
     matches = _ROW[family].findall(text)
-    columns = _valid_columns(matches)
-    count = len(columns[0]) if columns else 0
+    fields, uids, inodes = _valid(matches)
+    count = len(fields)
+    if count > capacity - start:                  # stop before the first row that does not fit
+        cut = _row_line_start(text, family, capacity - start)
+        return parse_into(text[:cut], family, out, start, True)
     rows = out[start:start + count]
     if count:
-        (local, local_port, remote, remote_port, state, tx_queue, rx_queue, timer,
-         retransmits, uids, inodes) = columns
-        rows["local_addr"] = _addresses(local)
-        rows["remote_addr"] = _addresses(remote)
-        rows["local_port"] = _ports(local_port)
-        rows["remote_port"] = _ports(remote_port)
+        canonical = _is_canonical(fields, family)
+        if canonical.all():
+            _decode_canonical(fields, family, rows)
+        else:                                     # decode each kind apart, then put back
+            for kind, decode in ((canonical, _decode_canonical), (~canonical, _decode_other)):
+                part = np.zeros(int(kind.sum()), dtype=out.dtype)
+                decode(list(compress(fields, kind)), family, part)
+                rows[kind] = part
         rows["family"] = family
-        rows["state"] = _hex_bytes(state, 2).ravel()
-        rows["tx_queue"] = [int(value, 16) for value in tx_queue]
-        rows["rx_queue"] = [int(value, 16) for value in rx_queue]
-        rows["timer"] = [int(value, 16) for value in timer]
-        rows["retransmits"] = [int(value, 16) for value in retransmits]
         rows["uid"] = uids
         rows["inode"] = inodes
-    malformed = lines - _skipped(text) - count
+    unmatched = _line_count(text) - len(matches)
+    malformed = unmatched - _skipped_lines(text, unmatched) + (len(matches) - count)
     return start + count, len(text), malformed
-

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import keys, parsing
-from .schema import CONNECTION_DTYPE
 
 #: The tables of one network namespace, relative to a proc root, and their family.
 TABLES: tuple[tuple[str, int], ...] = (("net/tcp", 4), ("net/tcp6", 6))
@@ -34,10 +33,8 @@ def read_table(path: str, family: int) -> tuple[np.ndarray, int]:
     gathered into a reused chunk, and each full chunk is parsed at once, so
     the text of a large table is never held whole.
     """
-    parse_into = parsing.parse_into
+    collector = parsing.RowCollector(family)
     chunk = bytearray(CHUNK_BYTES)
-    parts: list[np.ndarray] = []
-    malformed = 0
     filled = 0
     with open(path, "rb", buffering=0) as table:
         view = memoryview(chunk)
@@ -47,10 +44,7 @@ def read_table(path: str, family: int) -> tuple[np.ndarray, int]:
             final = got == 0
             if filled < len(chunk) and not final:
                 continue
-            out = np.empty(chunk.count(b"\n", 0, filled) + 1, dtype=CONNECTION_DTYPE)
-            end, consumed, bad = parse_into(view[:filled], family, out, 0, final)
-            parts.append(out[:end])
-            malformed += bad
+            consumed = collector.feed(view[:filled], final)
             if final:
                 break
             if consumed == 0:                  # one line longer than the chunk: widen it
@@ -61,8 +55,7 @@ def read_table(path: str, family: int) -> tuple[np.ndarray, int]:
                 chunk[: filled - consumed] = chunk[consumed:filled]
                 filled -= consumed
         view.release()
-    rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return rows, malformed
+    return collector.rows(), collector.malformed
 
 
 def read_snapshot(proc_root: str = "/proc") -> Snapshot:

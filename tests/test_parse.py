@@ -147,12 +147,27 @@ def test_rows_from_ipv4_table_as_ipv6_are_malformed(parse_into):
     assert (len(rows), malformed) == (0, 7)
 
 
-def test_out_too_small_and_bad_family_are_errors(parse_into):
+def test_a_full_out_stops_before_the_next_row_and_the_rest_follows(parse_into):
+    data = (DATA / "tcp").read_bytes() + b"junk\n"
+    out = np.empty(3, dtype=CONNECTION_DTYPE)
+    end, consumed, malformed = parse_into(data, 4, out, 0, True)
+    assert (end, malformed) == (3, 0)
+    assert data[consumed:].startswith(b"   3: E10FA20A:A0CC")
+    more = np.empty(10, dtype=CONNECTION_DTYPE)
+    end2, consumed2, malformed2 = parse_into(data[consumed:], 4, more, 0, True)
+    assert (end2, consumed + consumed2, malformed2) == (4, len(data), 1)
+    whole, _, _ = run(parse_into, data, 4)
+    assert np.concatenate([out, more[:end2]]).tobytes() == whole.tobytes()
+    assert parse_into(data, 4, out, 3, True)[:2] == (3, data.index(b"   0:"))
+
+
+def test_bad_family_and_start_are_errors(parse_into):
     data = (DATA / "tcp").read_bytes()
-    with pytest.raises(ValueError, match="room"):
-        parse_into(data, 4, np.empty(3, dtype=CONNECTION_DTYPE), 0, True)
     with pytest.raises(ValueError, match="family"):
         parse_into(data, 5, np.empty(100, dtype=CONNECTION_DTYPE), 0, True)
+    for start in (-1, 101):
+        with pytest.raises(ValueError, match="outside"):
+            parse_into(data, 4, np.empty(100, dtype=CONNECTION_DTYPE), start, True)
 
 
 def test_public_parse_warns_about_skipped_rows():
