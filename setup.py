@@ -1,8 +1,12 @@
-"""Builds the compiled parser, tcpfast._parse (metadata lives in pyproject.toml)."""
+"""Builds the compiled modules tcpfast._parse and tcpfast._keys (metadata: pyproject.toml)."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+
+# The parser's small field readers must be inlined into its line loop to be fast.
+OPTIMIZE = ["-O3", "--param=max-inline-insns-single=1000", "--param=inline-unit-growth=400"]
 
 
 class BuildExtAlsoInSource(build_ext):
@@ -20,7 +24,8 @@ class BuildExtAlsoInSource(build_ext):
 
 setup(
     ext_modules=cythonize(
-        [Extension("tcpfast._parse", ["tcpfast/_parse.pyx"], extra_compile_args=["-O3", "--param=max-inline-insns-single=1000", "--param=inline-unit-growth=400"])],
+        [Extension(f"tcpfast.{name}", [f"tcpfast/{name}.pyx"], extra_compile_args=OPTIMIZE)
+         for name in ("_parse", "_keys")],
         language_level=3,
     ),
     cmdclass={"build_ext": BuildExtAlsoInSource},

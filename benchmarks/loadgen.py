@@ -236,7 +236,8 @@ def _collect_reports(processes: list[subprocess.Popen[bytes]], plan: list[list[T
     received = [b""] * len(processes)
     with selectors.DefaultSelector() as selector:
         for index, process in enumerate(processes):
-            selector.register(process.stdout, selectors.EVENT_READ, index)   # type: ignore[arg-type]
+            assert process.stdout is not None
+            selector.register(process.stdout, selectors.EVENT_READ, index)
         while selector.get_map():
             events = selector.select(max(0.0, deadline - time.monotonic()))
             if not events:
@@ -271,23 +272,23 @@ def _reap(processes: list[subprocess.Popen[bytes]], timeout: float) -> list[subp
     return [process for process in processes if process.poll() is None]
 
 
-def _worker_main(spec: dict[str, object]) -> int:
+def _worker_main(spec_json: str) -> int:
     """Worker process: open the pairs, report one JSON line, hold until stdin's EOF.
 
     Every socket goes into ``sockets`` as soon as it exists, so the ``finally``
     closes all of them whatever fails halfway.
     """
-    targets: list[list[object]] = spec["targets"]   # type: ignore[assignment]
-    deadline = time.monotonic() + float(spec["timeout"])   # type: ignore[arg-type]
+    spec = json.loads(spec_json)
+    deadline = time.monotonic() + float(spec["timeout"])
     sockets: list[socket.socket] = []
     try:
         try:
             addresses = []
-            for host, count in targets:
-                listener = _listen(str(host), sockets)
-                _connect_pairs(listener, int(count), sockets, deadline)   # type: ignore[call-overload]
+            for host, count in spec["targets"]:
+                listener = _listen(host, sockets)
+                _connect_pairs(listener, count, sockets, deadline)
                 addresses.append(listener.getsockname()[:2])
-        except Exception:
+        except Exception:   # noqa: BLE001 - whatever failed, the parent must hear of it
             _report({"error": traceback.format_exc()})
             return 1
         _report({"ready": addresses})
@@ -394,5 +395,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == [WORKER_ARG]:
-        sys.exit(_worker_main(json.loads(sys.argv[2])))
+        sys.exit(_worker_main(sys.argv[2]))
     sys.exit(main())

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from typing import TextIO
 
-from . import __version__, parsing, report
+from . import __version__, backend, report
 from .schema import STATE_CODES
 from .source import TABLES, read_snapshot
 from .watch import StopSignals, Watcher, run_every
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "what is new since the poll before.",
         epilog="Exit status: 0 when stopped (SIGINT/SIGTERM) or after --once; 2 for a "
                "usage error or a table that cannot be read at start. "
-               f"Compiled parser in use: {'yes' if parsing.ACCELERATED else 'no'}.",
+               f"Compiled modules in use: {'yes' if backend.ACCELERATED else 'no'}.",
     )
     parser.add_argument("--interval", type=_interval, default=10.0, metavar="SECONDS",
                         help="seconds between polls, > 0 (default: %(default)g)")

@@ -2,9 +2,11 @@
 
 A connection's key is (family, local address, local port, remote address,
 remote port): the first 37 bytes of a row. Rows are compared as five 64-bit
-words (the state byte masked out); a 64-bit hash of those words lets numpy
-sort machine words, and every pair of rows with equal hashes is then checked
-word by word, so a hash collision can never merge two connections.
+words (state and timer masked out); a 64-bit hash of those words says where
+to look, and keys are then compared word by word, so a hash collision can
+never merge two connections. Two implementations give the same results: the
+compiled ``_keys`` (one hash-table pass) and numpy (sorted hashes, then every
+pair of rows with equal hashes checked), the fallback under ``TCPFAST_PURE``.
 
 Two rows with the same key are the same connection when their socket inodes
 are "compatible": equal, or one of them 0 (the kernel prints inode 0 for
@@ -15,12 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import backend
 from .schema import CONNECTION_DTYPE
 
 _ROW_WORDS = CONNECTION_DTYPE.itemsize // 8
 _INODE_WORD = CONNECTION_DTYPE.fields["inode"][1] // 8
-# Word 4 holds the ports, the family, the state and padding: keep ports and family.
-_WORD4_MASK = np.frombuffer(b"\xff" * 5 + b"\x00" * 3, dtype=np.uint64)[0]
+#: Word 4 holds the ports, the family, the state and the timer: keep ports and family.
+KEY_MASK = np.frombuffer(b"\xff" * 5 + b"\x00" * 3, dtype=np.uint64)[0]
 _MULTIPLIERS = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
      0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD],
@@ -35,8 +38,8 @@ def row_words(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows).view(np.uint64).reshape(-1, _ROW_WORDS)
 
 
-def _key_hash(words: np.ndarray) -> np.ndarray:
-    hashed = words[:, 4] & _WORD4_MASK
+def _key_hash(words: np.ndarray, key_mask: np.uint64) -> np.ndarray:
+    hashed = words[:, 4] & key_mask
     hashed *= _MULTIPLIERS[4]
     for column in range(4):
         hashed ^= words[:, column] * _MULTIPLIERS[column]
@@ -46,15 +49,16 @@ def _key_hash(words: np.ndarray) -> np.ndarray:
     return hashed
 
 
-def _same_key(words_a: np.ndarray, index_a: np.ndarray,
-              words_b: np.ndarray, index_b: np.ndarray) -> np.ndarray:
+def _same_key(words_a: np.ndarray, index_a: np.ndarray, words_b: np.ndarray,
+              index_b: np.ndarray, key_mask: np.uint64) -> np.ndarray:
     a, b = words_a[index_a], words_b[index_b]
-    return (a[:, :4] == b[:, :4]).all(axis=1) & (((a[:, 4] ^ b[:, 4]) & _WORD4_MASK) == 0)
+    return (a[:, :4] == b[:, :4]).all(axis=1) & (((a[:, 4] ^ b[:, 4]) & key_mask) == 0)
 
 
-def _equal_key_pairs(words_a: np.ndarray, words_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _equal_key_pairs(words_a: np.ndarray, words_b: np.ndarray,
+                     key_mask: np.uint64) -> tuple[np.ndarray, np.ndarray]:
     """Every (i, j) with key(a[i]) == key(b[j]), as two index arrays."""
-    hash_a, hash_b = _key_hash(words_a), _key_hash(words_b)
+    hash_a, hash_b = _key_hash(words_a, key_mask), _key_hash(words_b, key_mask)
     order_b = np.argsort(hash_b)
     sorted_b = hash_b[order_b]
     low = np.searchsorted(sorted_b, hash_a, side="left")
@@ -62,7 +66,7 @@ def _equal_key_pairs(words_a: np.ndarray, words_b: np.ndarray) -> tuple[np.ndarr
     index_a = np.repeat(np.arange(len(hash_a)), counts)
     first = np.cumsum(counts) - counts
     index_b = order_b[np.repeat(low - first, counts) + np.arange(len(index_a))]
-    same = _same_key(words_a, index_a, words_b, index_b)
+    same = _same_key(words_a, index_a, words_b, index_b, key_mask)
     return index_a[same], index_b[same]
 
 
@@ -70,14 +74,34 @@ def _compatible(inode_a: np.ndarray, inode_b: np.ndarray) -> np.ndarray:
     return (inode_a == inode_b) | (inode_a == 0) | (inode_b == 0)
 
 
-def matched(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
-    """Mask of ``needles`` rows that are the same connection as some ``haystack`` row."""
-    words_n, words_h = row_words(needles), row_words(haystack)
-    index_n, index_h = _equal_key_pairs(words_n, words_h)
+def matched_numpy(words_n: np.ndarray, words_h: np.ndarray, key_mask: np.uint64) -> np.ndarray:
+    """Mask of needle rows that are the same connection as some haystack row (numpy)."""
+    index_n, index_h = _equal_key_pairs(words_n, words_h, key_mask)
     same = _compatible(words_n[index_n, _INODE_WORD], words_h[index_h, _INODE_WORD])
-    mask = np.zeros(len(needles), dtype=bool)
+    mask = np.zeros(len(words_n), dtype=bool)
     mask[index_n[same]] = True
     return mask
+
+
+def duplicates_numpy(words: np.ndarray, key_mask: np.uint64) -> np.ndarray:
+    """Mask of rows to drop so that each connection is listed once (numpy)."""
+    index_a, index_b = _equal_key_pairs(words, words, key_mask)
+    inode_a, inode_b = words[index_a, _INODE_WORD], words[index_b, _INODE_WORD]
+    repeated = (inode_a == inode_b) & (index_b < index_a)
+    superseded = (inode_a == 0) & (inode_b != 0)
+    drop = np.zeros(len(words), dtype=bool)
+    drop[index_a[repeated | superseded]] = True
+    return drop
+
+
+_compiled = backend.compiled("_keys")
+_matched = _compiled.matched if _compiled else matched_numpy
+_duplicates = _compiled.duplicates if _compiled else duplicates_numpy
+
+
+def matched(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
+    """Mask of ``needles`` rows that are the same connection as some ``haystack`` row."""
+    return _matched(row_words(needles), row_words(haystack), KEY_MASK)
 
 
 def unique(rows: np.ndarray) -> tuple[np.ndarray, int]:
@@ -86,12 +110,6 @@ def unique(rows: np.ndarray) -> tuple[np.ndarray, int]:
     A row is dropped when the same connection is listed earlier with the same
     inode, or it has inode 0 and the connection is also listed with a real one.
     """
-    words = row_words(rows)
-    index_a, index_b = _equal_key_pairs(words, words)
-    inode_a, inode_b = words[index_a, _INODE_WORD], words[index_b, _INODE_WORD]
-    repeated = (inode_a == inode_b) & (index_b < index_a)
-    superseded = (inode_a == 0) & (inode_b != 0)
-    drop = np.zeros(len(rows), dtype=bool)
-    drop[index_a[repeated | superseded]] = True
+    drop = _duplicates(row_words(rows), KEY_MASK)
     dropped = int(drop.sum())
     return (rows[~drop] if dropped else rows), dropped

@@ -1,59 +1,27 @@
-"""Which parser runs: the compiled one, or the pure-Python fallback.
-
-``TCPFAST_PURE=1`` chooses the fallback on purpose. Without it the compiled
-module is used when it imports; when it does not, the package still works and
-says so once on stderr.
-"""
+"""The parser in use, and parsing whole tables or streams of text into rows."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 
-from . import pureparse
+from . import backend, pureparse
 from .schema import CONNECTION_DTYPE
 
 ParseInto = Callable[[bytes, int, np.ndarray, int, bool], "tuple[int, int, int]"]
-
-PURE_REQUESTED: bool = os.environ.get("TCPFAST_PURE", "") not in ("", "0")
 
 
 class MalformedRowsWarning(UserWarning):
     """Rows that did not follow the kernel's format were skipped."""
 
 
-def _load_compiled() -> ParseInto | None:
-    if PURE_REQUESTED:
-        return None
-    try:
-        from . import _parse
-    except ImportError as error:
-        warnings.warn(
-            f"tcpfast: compiled parser unavailable ({error}); using the slower "
-            "pure-Python parser (set TCPFAST_PURE=1 to choose it on purpose)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    size, offsets = _parse.row_layout()
-    expected = {name: CONNECTION_DTYPE.fields[name][1] for name in CONNECTION_DTYPE.names}
-    if size != CONNECTION_DTYPE.itemsize or offsets != expected:
-        raise ImportError(f"tcpfast._parse was built for another row layout ({size} bytes, "
-                          f"{offsets}): rebuild it with 'pip install .'")
-    return _parse.parse_into
-
-
-_compiled_parse_into = _load_compiled()
-
-#: Whether the compiled parser is in use.
-ACCELERATED: bool = _compiled_parse_into is not None
+_compiled = backend.compiled("_parse")
 
 #: The parser in use: ``parse_into(data, family, out, start, final)``, see
 #: :func:`tcpfast.pureparse.parse_into`.
-parse_into: ParseInto = _compiled_parse_into or pureparse.parse_into
+parse_into: ParseInto = _compiled.parse_into if _compiled else pureparse.parse_into
 
 
 class RowCollector:

@@ -2,19 +2,19 @@ import importlib
 
 import pytest
 
-from tcpfast import parsing, pureparse
+from tcpfast import backend, pureparse
 
 
 def pytest_report_header() -> str:
-    return (f"tcpfast parser in use: {'compiled' if parsing.ACCELERATED else 'pure Python'}"
-            f" (TCPFAST_PURE {'set' if parsing.PURE_REQUESTED else 'not set'})")
+    return (f"tcpfast parser in use: {'compiled' if backend.ACCELERATED else 'pure Python'}"
+            f" (TCPFAST_PURE {'set' if backend.PURE_REQUESTED else 'not set'})")
 
 
 def _compiled_parse_into():
     try:
         return importlib.import_module("tcpfast._parse").parse_into
     except ImportError:
-        if parsing.PURE_REQUESTED:     # a pure run may lack the build; test_guard covers the rest
+        if backend.PURE_REQUESTED:     # a pure run may lack the build; test_guard covers the rest
             return None
         raise
 

@@ -6,6 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcpfast import CONNECTION_DTYPE, closed_connections, keys, new_connections
+from tcpfast.keys import KEY_MASK, row_words
+
+try:
+    from tcpfast import _keys
+except ImportError:                      # a TCPFAST_PURE run without a build
+    _keys = None
+
+IMPLEMENTATIONS = {"numpy": (keys.matched_numpy, keys.duplicates_numpy)}
+if _keys is not None:
+    IMPLEMENTATIONS["compiled"] = (_keys.matched, _keys.duplicates)
 
 
 def rows_of(specs) -> np.ndarray:
@@ -66,18 +76,31 @@ def test_unique_matches_the_model(rows):
     assert dropped == len(rows) - len(kept)
 
 
+@pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
+@settings(max_examples=300, deadline=None)
+@given(previous=snapshots, current=snapshots)
+def test_each_implementation_matches_the_model(name, previous, current):
+    matched, duplicates = IMPLEMENTATIONS[name]
+    mask = matched(row_words(current), row_words(previous), KEY_MASK)
+    assert [r.tobytes() for r in current[~mask]] == model_new(previous, current)
+    drop = duplicates(row_words(current), KEY_MASK)
+    assert [r.tobytes() for r in current[~drop]] == model_unique(current)
+
+
 @settings(max_examples=100, deadline=None)
 @given(snapshots, snapshots)
 def test_hash_collisions_never_merge_connections(monkeypatch_hash, previous, current):
-    assert [r.tobytes() for r in new_connections(previous, current)] == model_new(previous, current)
-    assert [r.tobytes() for r in keys.unique(current)[0]] == model_unique(current)
+    mask = keys.matched_numpy(row_words(current), row_words(previous), KEY_MASK)
+    assert [r.tobytes() for r in current[~mask]] == model_new(previous, current)
+    drop = keys.duplicates_numpy(row_words(current), KEY_MASK)
+    assert [r.tobytes() for r in current[~drop]] == model_unique(current)
 
 
 @pytest.fixture(scope="module")
 def monkeypatch_hash():
     """Every key hashes to the same value: only the word-by-word check separates them."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(keys, "_key_hash", lambda words: np.zeros(len(words), dtype=np.uint64))
+        patch.setattr(keys, "_key_hash", lambda words, mask: np.zeros(len(words), np.uint64))
         yield
 
 
@@ -106,3 +129,25 @@ def test_strided_input_and_wrong_dtype():
     assert new_connections(rows[::2], rows[1::2])["inode"].tolist() == [2, 4, 6, 8]
     with pytest.raises(TypeError, match="CONNECTION_DTYPE"):
         new_connections(np.zeros(3), rows)
+
+
+@pytest.mark.skipif(_keys is None, reason="compiled modules not built (TCPFAST_PURE run)")
+@pytest.mark.parametrize("order", ["kept", "shuffled"])
+def test_compiled_and_numpy_agree_at_scale(order):
+    """Thousands of rows with churn, in kernel order (kept) or not: same answers."""
+    rng = np.random.default_rng(7)
+    previous = np.zeros(6000, dtype=CONNECTION_DTYPE)
+    previous["family"] = 4
+    previous["local_addr"][:, :4] = rng.integers(0, 4, (6000, 4))
+    previous["local_port"] = rng.integers(0, 50, 6000)
+    previous["remote_port"] = rng.integers(0, 50, 6000)
+    previous["inode"] = rng.choice([0, 1, 2, 3], 6000)
+    current = np.concatenate([previous[rng.random(6000) > 0.05], previous[:300]])
+    current["inode"][rng.random(len(current)) < 0.05] = 4          # reopened
+    if order == "shuffled":
+        current = current[rng.permutation(len(current))]
+    for a, b in ((current, previous), (previous, current), (current, current[::-1])):
+        np.testing.assert_array_equal(_keys.matched(row_words(a), row_words(b), KEY_MASK),
+                                      keys.matched_numpy(row_words(a), row_words(b), KEY_MASK))
+        np.testing.assert_array_equal(_keys.duplicates(row_words(a), KEY_MASK),
+                                      keys.duplicates_numpy(row_words(a), KEY_MASK))

@@ -5,20 +5,22 @@ import subprocess
 import sys
 
 import tcpfast
-from tcpfast import parsing
+from tcpfast import backend, keys, parsing
 
 
 def test_compiled_parser_in_use_unless_pure_requested():
-    if parsing.PURE_REQUESTED:
+    if backend.PURE_REQUESTED:
         assert not tcpfast.ACCELERATED
         assert parsing.parse_into is tcpfast.pureparse.parse_into
+        assert keys._matched is keys.matched_numpy
     else:
         assert tcpfast.ACCELERATED, (
-            "the compiled tcpfast._parse did not load: build it (pip install .) "
+            "the compiled modules did not load: build them (pip install .) "
             "or set TCPFAST_PURE=1 to test the pure-Python fallback on purpose")
-        from tcpfast import _parse
-        assert _parse.__file__.endswith(".so")
+        from tcpfast import _keys, _parse
+        assert _parse.__file__.endswith(".so") and _keys.__file__.endswith(".so")
         assert parsing.parse_into is _parse.parse_into
+        assert keys._matched is _keys.matched and keys._duplicates is _keys.duplicates
 
 
 BLOCK_EXTENSION = """
