@@ -89,19 +89,14 @@ def test_each_implementation_matches_the_model(name, previous, current):
 
 @settings(max_examples=100, deadline=None)
 @given(snapshots, snapshots)
-def test_hash_collisions_never_merge_connections(monkeypatch_hash, previous, current):
-    mask = keys.matched_numpy(row_words(current), row_words(previous), KEY_MASK)
-    assert [r.tobytes() for r in current[~mask]] == model_new(previous, current)
-    drop = keys.duplicates_numpy(row_words(current), KEY_MASK)
-    assert [r.tobytes() for r in current[~drop]] == model_unique(current)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_hash():
+def test_hash_collisions_never_merge_connections(previous, current):
     """Every key hashes to the same value: only the word-by-word check separates them."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(keys, "_key_hash", lambda words, mask: np.zeros(len(words), np.uint64))
-        yield
+        mask = keys.matched_numpy(row_words(current), row_words(previous), KEY_MASK)
+        drop = keys.duplicates_numpy(row_words(current), KEY_MASK)
+    assert [r.tobytes() for r in current[~mask]] == model_new(previous, current)
+    assert [r.tobytes() for r in current[~drop]] == model_unique(current)
 
 
 def test_the_semantics_by_example():
