@@ -25,29 +25,30 @@ parse_into: ParseInto = _compiled.parse_into if _compiled else pureparse.parse_i
 
 
 class RowCollector:
-    """Parses one table's text, fed in chunks of any size, into rows.
+    """Parses table text, fed in chunks of any size, into one array of rows.
 
-    Rows go into blocks of ``block_rows``; nothing needs to know in advance
-    how many rows the text holds, and the text is never held whole.
+    Rows go into blocks; nothing needs to know in advance how many rows the
+    text holds, and the text is never held whole. A first block sized from a
+    hint (the last poll's count) makes the usual poll a single block, with no
+    copy at the end.
     """
 
-    def __init__(self, family: int, parse_into_fn: ParseInto | None = None,
+    def __init__(self, parse_into_fn: ParseInto | None = None, first_block_rows: int = 0,
                  block_rows: int = 1 << 16) -> None:
-        self.family = family
         self.malformed = 0
         self._parse_into = parse_into_fn or parse_into
         self._block_rows = block_rows
         self._full: list[np.ndarray] = []
-        self._block = np.empty(block_rows, dtype=CONNECTION_DTYPE)
+        self._block = np.empty(max(first_block_rows, block_rows), dtype=CONNECTION_DTYPE)
         self._end = 0
 
-    def feed(self, data: bytes | memoryview, final: bool) -> int:
+    def feed(self, data: bytes | memoryview, family: int, final: bool) -> int:
         """Parse what ``data`` holds; returns the bytes used (the rest is a partial line)."""
         view = memoryview(data)
         used = 0
         while True:
             self._end, consumed, malformed = self._parse_into(
-                view[used:], self.family, self._block, self._end, final)
+                view[used:], family, self._block, self._end, final)
             used += consumed
             self.malformed += malformed
             if self._end < len(self._block):      # the text ran out before the block
@@ -61,15 +62,13 @@ class RowCollector:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _parse_with(parse_into_fn: ParseInto, data: bytes, family: int) -> tuple[np.ndarray, int]:
-    collector = RowCollector(family, parse_into_fn)
-    collector.feed(data, final=True)
+def parse_counted(data: bytes, family: int,
+                  parse_into_fn: ParseInto | None = None) -> tuple[np.ndarray, int]:
+    """One table's text to ``(rows, malformed_line_count)``, with the parser in use
+    (or ``parse_into_fn``)."""
+    collector = RowCollector(parse_into_fn)
+    collector.feed(data, family, final=True)
     return collector.rows(), collector.malformed
-
-
-def parse_counted(data: bytes, family: int) -> tuple[np.ndarray, int]:
-    """One table's text to ``(rows, malformed_line_count)``, with the parser in use."""
-    return _parse_with(parse_into, data, family)
 
 
 def warn_malformed(malformed: int, what: str, stacklevel: int = 3) -> None:
@@ -92,6 +91,6 @@ def parse(data: bytes, family: int) -> np.ndarray:
 
 def parse_pure(data: bytes, family: int) -> np.ndarray:
     """The same as :func:`parse`, always in pure Python."""
-    rows, malformed = _parse_with(pureparse.parse_into, data, family)
+    rows, malformed = parse_counted(data, family, pureparse.parse_into)
     warn_malformed(malformed, f"tcp{'6' if family == 6 else ''} table")
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,23 +20,26 @@ CHUNK_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One poll's rows, and what the reading had to skip or fold."""
+    """One poll's rows, and what the reading had to skip, fold or cut short."""
 
     rows: np.ndarray
     malformed: int = 0
     duplicates: int = 0
+    complete: bool = True     # False: the read hit its deadline, rows may be missing
 
 
-def read_table(path: str, family: int) -> tuple[np.ndarray, int]:
-    """Parse one table as it is read: ``(rows, malformed_line_count)``.
+def _read_into(collector: parsing.RowCollector, path: str, family: int,
+               deadline: float | None) -> bool:
+    """Parse one table into ``collector`` as it is read; False if cut short.
 
     The kernel hands /proc files out about a page per read(); reads are
     gathered into a reused chunk, and each full chunk is parsed at once, so
-    the text of a large table is never held whole.
+    the text of a large table is never held whole. Past ``deadline`` (a
+    time.monotonic() value) reading stops after the chunk in hand.
     """
-    collector = parsing.RowCollector(family)
     chunk = bytearray(CHUNK_BYTES)
     filled = 0
+    complete = True
     with open(path, "rb", buffering=0) as table:
         view = memoryview(chunk)
         while True:
@@ -44,7 +48,10 @@ def read_table(path: str, family: int) -> tuple[np.ndarray, int]:
             final = got == 0
             if filled < len(chunk) and not final:
                 continue
-            consumed = collector.feed(view[:filled], final)
+            if not final and deadline is not None and time.monotonic() > deadline:
+                final, complete = True, False
+                filled = chunk.rfind(b"\n", 0, filled) + 1      # whole lines only
+            consumed = collector.feed(view[:filled], family, final)
             if final:
                 break
             if consumed == 0:                  # one line longer than the chunk: widen it
@@ -55,28 +62,37 @@ def read_table(path: str, family: int) -> tuple[np.ndarray, int]:
                 chunk[: filled - consumed] = chunk[consumed:filled]
                 filled -= consumed
         view.release()
+    return complete
+
+
+def read_table(path: str, family: int) -> tuple[np.ndarray, int]:
+    """One table's rows and its count of malformed lines."""
+    collector = parsing.RowCollector()
+    _read_into(collector, path, family, deadline=None)
     return collector.rows(), collector.malformed
 
 
-def read_snapshot(proc_root: str = "/proc") -> Snapshot:
+def read_snapshot(proc_root: str = "/proc", *, size_hint: int = 0,
+                  deadline: float | None = None) -> Snapshot:
     """Both tables of one namespace, each connection once.
 
     A missing tcp6 table (a host without IPv6) is an empty one; a missing
     tcp table is an error. One read can list a row twice (the kernel reads
     page by page and drops its locks in between): it is kept once.
+    ``size_hint`` (rows expected, e.g. the last poll's) saves copies;
+    ``deadline`` (time.monotonic()) bounds the time spent reading: each table
+    stops there, after at least its first chunk, and the snapshot says so.
     """
-    parts, malformed = [], 0
+    collector = parsing.RowCollector(first_block_rows=size_hint + size_hint // 8)
+    complete = True
     for name, family in TABLES:
         try:
-            rows, bad = read_table(os.path.join(proc_root, name), family)
+            complete &= _read_into(collector, os.path.join(proc_root, name), family, deadline)
         except FileNotFoundError:
-            if family == 6:
-                continue
-            raise
-        parts.append(rows)
-        malformed += bad
-    rows, duplicates = keys.unique(np.concatenate(parts))
-    return Snapshot(rows, malformed, duplicates)
+            if family == 4:
+                raise
+    rows, duplicates = keys.unique(collector.rows())
+    return Snapshot(rows, collector.malformed, duplicates, complete)
 
 
 def snapshot(proc_root: str = "/proc") -> np.ndarray:

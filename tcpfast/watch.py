@@ -67,12 +67,23 @@ class Watcher:
         self._previous: np.ndarray | None = None
 
     def update(self, snapshot: Snapshot) -> np.ndarray:
-        """The new rows of this snapshot; on the first, every row."""
+        """The new rows of this snapshot; on the first, every row.
+
+        A snapshot cut short (its read hit the deadline) may lack rows that
+        are still open: what it did not see stays in the baseline, so the next
+        complete poll does not report those again.
+        """
         rows = snapshot.rows
         if self._states is not None:
             rows = rows[np.isin(rows["state"], self._states)]
-        new = rows if self._previous is None else diff.new_connections(self._previous, rows)
-        self._previous = rows
+        if self._previous is None:
+            new = rows
+        else:
+            new = diff.new_connections(self._previous, rows)
+        if snapshot.complete or self._previous is None:
+            self._previous = rows
+        else:
+            self._previous = np.concatenate([self._previous, new])
         return new
 
 

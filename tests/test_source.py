@@ -62,10 +62,10 @@ def test_snapshot_warns_about_malformed_rows(tmp_path):
 def test_row_collector_blocks_of_any_size(block_rows):
     data = table(CONNS[:500], 4) + b"\nbad\n" + table(CONNS[500:600], 4)
     for parse_into in (tcpfast.pureparse.parse_into, tcpfast.parsing.parse_into):
-        collector = tcpfast.parsing.RowCollector(4, parse_into, block_rows=block_rows)
+        collector = tcpfast.parsing.RowCollector(parse_into, block_rows=block_rows)
         used = 0
         for at in range(0, len(data), 997):                 # chunks cut mid-line
-            used += collector.feed(data[used:at + 997], final=at + 997 >= len(data))
+            used += collector.feed(data[used:at + 997], 4, final=at + 997 >= len(data))
         rows = collector.rows()
         assert used == len(data) and collector.malformed == 1
         assert rows["inode"].tolist() == [c.inode for c in CONNS[:600]]

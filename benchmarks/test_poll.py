@@ -1,0 +1,70 @@
+"""One full poll of the live /proc/net/tcp with N real loopback sockets, against a
+bare read() of the same file and psutil.net_connections('tcp4'), in the same run.
+
+The load (benchmarks/loadgen.py) is opened once per size and held by worker
+processes; a benchmark skips, with the reason, where it cannot be created.
+"""
+
+import shutil
+import subprocess
+
+import pytest
+
+from tcpfast import new_connections, read_snapshot, snapshot
+from benchmarks.loadgen import LoadGenerator
+
+SIZES = [10_000, 100_000]
+
+
+@pytest.fixture(scope="module", params=SIZES, ids=lambda rows: f"{rows}rows")
+def live_rows(request):
+    try:
+        with LoadGenerator(request.param) as load:
+            yield load.rows
+    except (RuntimeError, OSError) as error:
+        pytest.skip(f"cannot open {request.param} loopback sockets here: {error}")
+
+
+def bare_read(path: str = "/proc/net/tcp") -> int:
+    """What any reader pays: the kernel formatting the table, a page per read()."""
+    with open(path, "rb", buffering=0) as table:
+        return len(table.read())
+
+
+def full_poll(previous):
+    """What tcpfast does each poll: read + parse both tables, fold, diff."""
+    return new_connections(previous, read_snapshot().rows)
+
+
+def test_bare_read(benchmark, run, live_rows):
+    benchmark.group = f"poll live {live_rows:>7,} rows"
+    assert run(bare_read, live_rows) > 150 * live_rows
+
+
+def test_full_poll(benchmark, run, live_rows):
+    benchmark.group = f"poll live {live_rows:>7,} rows"
+    previous = snapshot()
+    assert len(previous) >= live_rows
+    run(full_poll, live_rows, previous)
+
+
+def test_snapshot(benchmark, run, live_rows):
+    benchmark.group = f"poll live {live_rows:>7,} rows"
+    assert len(run(snapshot, live_rows)) >= live_rows
+
+
+def test_psutil(benchmark, live_rows):
+    psutil = pytest.importorskip("psutil")
+    benchmark.group = f"poll live {live_rows:>7,} rows"
+    benchmark.extra_info["rows"] = live_rows
+    result = benchmark.pedantic(psutil.net_connections, args=("tcp4",), rounds=3,
+                                iterations=1, warmup_rounds=0)
+    assert len(result) >= live_rows
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="iproute2 ss is not installed")
+def test_ss(benchmark, run, live_rows):
+    """netlink, binary: the fastest standard tool (text output included)."""
+    benchmark.group = f"poll live {live_rows:>7,} rows"
+    command = ["ss", "-tanH"]
+    run(lambda: subprocess.run(command, stdout=subprocess.DEVNULL, check=True), live_rows)
