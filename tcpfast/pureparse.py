@@ -171,14 +171,15 @@ def _line_count(text: bytes) -> int:
 
 
 def _row_line_start(text: bytes, family: int, index: int) -> int:
-    """Where the line of the ``index``-th valid row (from 0) begins."""
+    """Where the line of the ``index``-th valid row (from 0) begins; the text's
+    length if it has no more rows. Reads only as far as it needs."""
     valid = 0
     for match in _ROW[family].finditer(text):
         if int(match[2]) <= _U32_MAX and int(match[3]) <= _U64_MAX:
             if valid == index:
                 return match.start()
             valid += 1
-    raise AssertionError("fewer rows than counted")
+    return len(text)
 
 
 def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
@@ -199,12 +200,13 @@ def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
     text = bytes(data)
     if not final:
         text = text[: text.rfind(b"\n") + 1]
+    if _line_count(text) > capacity - start:      # may not fit: stop before the row that does not
+        cut = _row_line_start(text, family, capacity - start)
+        if cut < len(text):
+            return parse_into(text[:cut], family, out, start, True)
     matches = _ROW[family].findall(text)
     fields, uids, inodes = _valid(matches)
     count = len(fields)
-    if count > capacity - start:                  # stop before the first row that does not fit
-        cut = _row_line_start(text, family, capacity - start)
-        return parse_into(text[:cut], family, out, start, True)
     rows = out[start:start + count]
     if count:
         canonical = _is_canonical(fields, family)

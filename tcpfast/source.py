@@ -73,7 +73,7 @@ def read_table(path: str, family: int) -> tuple[np.ndarray, int]:
 
 
 def read_snapshot(proc_root: str = "/proc", *, size_hint: int = 0,
-                  deadline: float | None = None) -> Snapshot:
+                  deadline: float | None = None, families: tuple[int, ...] = (4, 6)) -> Snapshot:
     """Both tables of one namespace, each connection once.
 
     A missing tcp6 table (a host without IPv6) is an empty one; a missing
@@ -82,10 +82,13 @@ def read_snapshot(proc_root: str = "/proc", *, size_hint: int = 0,
     ``size_hint`` (rows expected, e.g. the last poll's) saves copies;
     ``deadline`` (time.monotonic()) bounds the time spent reading: each table
     stops there, after at least its first chunk, and the snapshot says so.
+    ``families=(4,)`` reads only /proc/net/tcp (tcp6 costs a walk of every socket).
     """
     collector = parsing.RowCollector(first_block_rows=size_hint + size_hint // 8)
     complete = True
     for name, family in TABLES:
+        if family not in families:
+            continue
         try:
             complete &= _read_into(collector, os.path.join(proc_root, name), family, deadline)
         except FileNotFoundError:

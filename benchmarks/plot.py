@@ -1,0 +1,91 @@
+"""Plot and tabulate a pytest-benchmark run: ns per row against rows.
+
+    python -m pytest benchmarks --benchmark-json=bench.json
+    python -m benchmarks.plot bench.json benchmarks/results.png   # needs matplotlib
+
+One line per parser (IPv4 tables), the live poll's pieces for reference (the
+kernel's own read of /proc/net/tcp is the floor), and a Markdown table of
+every median on stdout for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+
+def load(path: str) -> list[dict]:
+    with open(path) as results:
+        return json.load(results)["benchmarks"]
+
+
+def label(bench: dict) -> str:
+    name = bench["name"].split("[")[0].removeprefix("test_")
+    info = bench["extra_info"]
+    if name == "parse":
+        return f"parse, {info['parser']}"
+    if "order" in info:
+        return f"{name}, {info['implementation']}, {info['order']}"
+    return name
+
+
+def series(benchmarks: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """label -> [(rows, ns per row)] for IPv4 parses and the live poll."""
+    lines = defaultdict(list)
+    for bench in benchmarks:
+        info, rows = bench["extra_info"], bench["extra_info"].get("rows")
+        name = bench["name"].split("[")[0]
+        if not rows or info.get("family", 4) != 4:
+            continue
+        if name == "test_parse" or bench["group"].startswith("poll live"):
+            lines[label(bench)].append((rows, bench["stats"]["median"] / rows * 1e9))
+    return {key: sorted(points) for key, points in lines.items()}
+
+
+def plot(benchmarks: list[dict], png: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for name, points in sorted(series(benchmarks).items()):
+        rows, ns = zip(*points)
+        style = "--" if not name.startswith("parse") else "-"
+        axes.plot(rows, ns, style, marker="o", label=name)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("rows in the table")
+    axes.set_ylabel("ns per row (median)")
+    axes.set_title("tcpfast: parsers on generated tables, and a live poll (dashed)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png, dpi=110)
+
+
+def table(benchmarks: list[dict]) -> str:
+    lines = ["| group | benchmark | median | ns/row | rounds |", "|---|---|---:|---:|---:|"]
+    for bench in sorted(benchmarks, key=lambda b: (b["group"] or "", b["stats"]["median"])):
+        stats, rows = bench["stats"], bench["extra_info"].get("rows")
+        peak = bench["extra_info"].get("peak_rss_mb")
+        median = f"{peak} MB peak RSS" if peak else f"{stats['median'] * 1e3:.2f} ms"
+        per_row = f"{stats['median'] / rows * 1e9:.0f}" if rows and not peak else ""
+        lines.append(f"| {bench['group']} | {label(bench)} | {median} | {per_row} "
+                     f"| {stats['rounds']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("json", help="pytest-benchmark --benchmark-json output")
+    parser.add_argument("png", nargs="?", help="where to write the plot")
+    args = parser.parse_args()
+    benchmarks = load(args.json)
+    if args.png:
+        plot(benchmarks, args.png)
+    print(table(benchmarks))
+
+
+if __name__ == "__main__":
+    main()
