@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             snapshot = read_snapshot(args.proc_root, size_hint=expected_rows,
-                                     deadline=started + args.interval)
+                                     deadline=started + args.interval,
+                                     cancelled=lambda: stop.requested)
         except OSError as error:
             if first:
                 raise
@@ -106,14 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         expected_rows = len(snapshot.rows)
         if snapshot.malformed:
             _warn(f"skipped {snapshot.malformed} malformed row(s) in {args.proc_root}/net/tcp*")
-        if not snapshot.complete:
+        if not snapshot.complete and not stop.requested:
             _warn(f"reading {args.proc_root}/net/tcp* took over {args.interval:g} s: cut short "
                   f"after {expected_rows} rows; rows past them are not seen this poll "
                   "(a longer --interval gives the read more time)")
         _emit(watcher.update(snapshot), format_lines, out)
 
+    stop = StopSignals()
     try:
-        with StopSignals() as stop:
+        with stop:
             if args.once:
                 poll()
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,13 +30,13 @@ class Snapshot:
 
 
 def _read_into(collector: parsing.RowCollector, path: str, family: int,
-               deadline: float | None) -> bool:
+               stop_reading: Callable[[], bool] | None) -> bool:
     """Parse one table into ``collector`` as it is read; False if cut short.
 
     The kernel hands /proc files out about a page per read(); reads are
     gathered into a reused chunk, and each full chunk is parsed at once, so
-    the text of a large table is never held whole. Past ``deadline`` (a
-    time.monotonic() value) reading stops after the chunk in hand.
+    the text of a large table is never held whole. When ``stop_reading()``
+    turns true, reading stops after the chunk in hand.
     """
     chunk = bytearray(CHUNK_BYTES)
     filled = 0
@@ -48,7 +49,7 @@ def _read_into(collector: parsing.RowCollector, path: str, family: int,
             final = got == 0
             if filled < len(chunk) and not final:
                 continue
-            if not final and deadline is not None and time.monotonic() > deadline:
+            if not final and stop_reading is not None and stop_reading():
                 final, complete = True, False
                 filled = chunk.rfind(b"\n", 0, filled) + 1      # whole lines only
             consumed = collector.feed(view[:filled], family, final)
@@ -68,12 +69,13 @@ def _read_into(collector: parsing.RowCollector, path: str, family: int,
 def read_table(path: str, family: int) -> tuple[np.ndarray, int]:
     """One table's rows and its count of malformed lines."""
     collector = parsing.RowCollector()
-    _read_into(collector, path, family, deadline=None)
+    _read_into(collector, path, family, stop_reading=None)
     return collector.rows(), collector.malformed
 
 
 def read_snapshot(proc_root: str = "/proc", *, size_hint: int = 0,
-                  deadline: float | None = None, families: tuple[int, ...] = (4, 6)) -> Snapshot:
+                  deadline: float | None = None, cancelled: Callable[[], bool] | None = None,
+                  families: tuple[int, ...] = (4, 6)) -> Snapshot:
     """Both tables of one namespace, each connection once.
 
     A missing tcp6 table (a host without IPv6) is an empty one; a missing
@@ -81,16 +83,22 @@ def read_snapshot(proc_root: str = "/proc", *, size_hint: int = 0,
     page by page and drops its locks in between): it is kept once.
     ``size_hint`` (rows expected, e.g. the last poll's) saves copies;
     ``deadline`` (time.monotonic()) bounds the time spent reading: each table
-    stops there, after at least its first chunk, and the snapshot says so.
+    stops there, after at least its first chunk, and the snapshot says so;
+    so it does as soon as ``cancelled()`` is true (a stop signal, say).
     ``families=(4,)`` reads only /proc/net/tcp (tcp6 costs a walk of every socket).
     """
     collector = parsing.RowCollector(first_block_rows=size_hint + size_hint // 8)
+
+    def stop_reading() -> bool:
+        return ((deadline is not None and time.monotonic() > deadline)
+                or (cancelled is not None and cancelled()))
+
     complete = True
     for name, family in TABLES:
         if family not in families:
             continue
         try:
-            complete &= _read_into(collector, os.path.join(proc_root, name), family, deadline)
+            complete &= _read_into(collector, os.path.join(proc_root, name), family, stop_reading)
         except FileNotFoundError:
             if family == 4:
                 raise

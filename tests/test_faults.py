@@ -1,0 +1,216 @@
+"""Faults at start and while running: one-line errors, warnings, no crash, nothing
+lost, nothing reported twice. Real files, a real watcher process, real signals."""
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kernel_format import Conn, table
+from test_cli import SAMPLE_ROOT, tcpfast
+from watcher_process import WatcherProcess
+
+CONNS = [Conn("10.0.%d.%d" % divmod(i, 250), 1000 + i, "10.9.9.9", 443, inode=100 + i)
+         for i in range(6000)]
+
+
+def proc_root(tmp_path: Path, v4: bytes, v6: bytes | None = None) -> Path:
+    (tmp_path / "net").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "net" / "tcp").write_bytes(v4)
+    if v6 is not None:
+        (tmp_path / "net" / "tcp6").write_bytes(v6)
+    return tmp_path
+
+
+AS_NOBODY = """
+import os, sys
+import locale, gettext, encodings.idna  # noqa: lazily imported by argparse and codecs
+import tcpfast.cli                       # everything imported while still root
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+sys.exit(tcpfast.cli.main(sys.argv[1:]))
+"""
+
+
+def run_cli_without_root(*args: str) -> subprocess.CompletedProcess:
+    """The CLI as user nobody when the tests run as root (root reads any file);
+    as the current user otherwise."""
+    if os.geteuid() == 0:
+        command = [sys.executable, "-c", AS_NOBODY, *args]
+    else:
+        command = [sys.executable, "-m", "tcpfast", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+# -- faults at start ---------------------------------------------------------------
+
+def test_a_directory_where_the_table_should_be(tmp_path):
+    (tmp_path / "net" / "tcp").mkdir(parents=True)
+    result = tcpfast("--once", "--proc-root", str(tmp_path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"tcpfast: cannot read {tmp_path}/net/tcp: Is a directory\n"
+
+
+def test_an_unreadable_table(tmp_path):
+    root = proc_root(tmp_path, (SAMPLE_ROOT / "net" / "tcp").read_bytes())
+    os.chmod(root / "net" / "tcp", 0)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(root / "net", 0o755)
+    result = run_cli_without_root("--once", "--proc-root", str(root))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"tcpfast: cannot read {root}/net/tcp: Permission denied\n"
+
+
+def test_no_root_needed_for_the_real_tables():
+    result = run_cli_without_root("--once")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "New connection" in result.stdout
+
+
+# -- odd tables ----------------------------------------------------------------------
+
+def test_an_empty_table_prints_nothing(tmp_path):
+    result = tcpfast("--once", "--proc-root", str(proc_root(tmp_path, b"")))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_truncated_last_line_is_one_malformed_row(tmp_path):
+    data = table(CONNS[:3], 4)
+    root = proc_root(tmp_path, data[: data.rfind(b"   2: ") + 20])  # cut inside the last row
+    result = tcpfast("--once", "--proc-root", str(root))
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 2
+    assert result.stderr == f"tcpfast: skipped 1 malformed row(s) in {root}/net/tcp*\n"
+
+
+def test_a_huge_line_is_one_malformed_row(tmp_path):
+    huge = b"   7: " + b"A" * 5_000_000 + b"\n"              # far longer than a read chunk
+    root = proc_root(tmp_path, table(CONNS[:3], 4) + huge + table(CONNS[3:5], 4))
+    result = tcpfast("--once", "--json", "--proc-root", str(root))
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 5
+    assert result.stderr == f"tcpfast: skipped 1 malformed row(s) in {root}/net/tcp*\n"
+
+
+# -- faults while running ------------------------------------------------------------
+
+def reported(watcher: WatcherProcess) -> list[int]:
+    return sorted(event["inode"] for event in watcher.events())
+
+
+def test_a_table_that_vanishes_and_returns(tmp_path):
+    root = proc_root(tmp_path, table(CONNS[:5], 4))
+    tcp = root / "net" / "tcp"
+    watcher = WatcherProcess("--interval", "0.1", "--json", "--proc-root", str(root))
+    try:
+        watcher.wait_until(lambda: len(watcher.out) == 5)
+        tcp.rename(root / "net" / "gone")                    # the namespace went away
+        watcher.wait_until(lambda: any("No such file" in line for line in watcher.err))
+        tcp.mkdir()                                          # worse: a directory now
+        watcher.wait_until(lambda: any("Is a directory" in line for line in watcher.err))
+        tcp.rmdir()
+        (root / "net" / "gone").write_bytes(table(CONNS[:7], 4))  # back, two rows more
+        (root / "net" / "gone").rename(tcp)
+        watcher.wait_until(lambda: len(watcher.out) >= 7)
+        time.sleep(0.5)                                      # more polls: no repeats
+        assert watcher.stop() < 5
+    finally:
+        watcher.kill()
+    assert watcher.process.returncode == 0
+    assert reported(watcher) == [c.inode for c in CONNS[:7]]
+    assert all(line.startswith("tcpfast: cannot read ") and line.endswith("; still polling")
+               for line in watcher.err)
+
+
+def test_a_table_growing_while_it_is_read_stays_bounded(tmp_path):
+    """Like the kernel under churn: a read that never ends, rows listed again and again."""
+    (tmp_path / "net").mkdir()
+    fifo = tmp_path / "net" / "tcp"
+    os.mkfifo(fifo)
+    header, rows = table([], 4), table(CONNS[:40], 4).split(b"\n", 1)[1].splitlines(True)
+    done = threading.Event()
+
+    def kernel():
+        while not done.is_set():
+            try:
+                with open(fifo, "wb", buffering=0) as reader:
+                    reader.write(header)
+                    for page in range(10_000):                # ~10 s, if nobody stops
+                        if done.is_set():
+                            break
+                        reader.write(b"".join(rows[: 20 + page % 21]))   # repeats, grows
+                        time.sleep(0.001)
+            except (BrokenPipeError, OSError):
+                continue
+
+    writer = threading.Thread(target=kernel, daemon=True)
+    writer.start()
+    watcher = WatcherProcess("--interval", "0.3", "--json", "--proc-root", str(tmp_path))
+    try:
+        watcher.wait_until(lambda: sum("cut short" in line for line in watcher.err) >= 3)
+        took = watcher.stop()
+    finally:
+        done.set()
+        watcher.kill()
+        with open(fifo, "rb", buffering=0) as unblock:        # let the writer's open return
+            unblock.read(1)
+        writer.join(timeout=10)
+    assert watcher.process.returncode == 0 and took < 5
+    inodes = reported(watcher)
+    assert inodes == sorted(set(inodes))                      # nothing twice
+    assert set(inodes) <= {c.inode for c in CONNS[:40]}
+    assert set(inodes) >= {c.inode for c in CONNS[:20]}       # every row it could see
+
+
+# -- signals and pipes ---------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signals_end_the_watcher_with_everything_printed(tmp_path, signum):
+    root = proc_root(tmp_path, table(CONNS[:50], 4))
+    watcher = WatcherProcess("--interval", "30", "--json", "--proc-root", str(root))
+    try:
+        watcher.wait_until(lambda: len(watcher.out) == 50)   # flushed while it sleeps
+        took = watcher.stop(signum)
+    finally:
+        watcher.kill()
+    assert watcher.process.returncode == 0 and watcher.err == []
+    assert took < 5, f"took {took:.2f} s to stop"
+    assert reported(watcher) == [c.inode for c in CONNS[:50]]
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    root = proc_root(tmp_path, table(CONNS, 4))               # far more than a pipe holds
+    pipeline = (f"{sys.executable} -m tcpfast --interval 0.2 --proc-root {root} | head -1;"
+                " echo status=${PIPESTATUS[0]}")
+    result = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True,
+                            timeout=60)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and "New connection: 10.0.0.0:1000 -> 10.9.9.9:443" in lines[0]
+    assert lines[1] == "status=0" and result.stderr == ""
+
+
+def test_output_to_a_file_is_flushed_every_poll(tmp_path):
+    root = proc_root(tmp_path, table(CONNS[:3], 4))
+    log = tmp_path / "log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "tcpfast", "--interval", "30",
+                                    "--proc-root", str(root)], stdout=out)
+        try:
+            deadline = time.monotonic() + 60
+            while len(log.read_text().splitlines()) < 3:        # no exit needed to see it
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    assert process.returncode == 0
+
+
+def test_permissions_of_sample_data_are_sane():
+    assert stat.S_IMODE(os.stat(SAMPLE_ROOT / "net" / "tcp").st_mode) & 0o444
+    assert shutil.which("bash")
