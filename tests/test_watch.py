@@ -102,3 +102,35 @@ def test_watcher_reports_new_loopback_connections_once_and_stops_on_sigterm():
                   if port in (e["local_port"], e["remote_port"]))
     assert ours == expected                                  # each exactly once
     assert all(e["uid"] == os.getuid() for e in events if e["local_port"] == port)
+
+
+class CountedStops:
+    """Stops run_every after ``polls`` polls; sleeps for real in between."""
+
+    def __init__(self, polls: int) -> None:
+        self.left = polls
+        self.requested = False
+
+    def wait(self, seconds: float) -> bool:
+        self.left -= 1
+        if self.left <= 0:
+            return True
+        time.sleep(seconds)
+        return False
+
+
+def test_a_hundred_real_polls_do_not_drift():
+    """Each poll costs 3 ms of a 10 ms interval: a loop sleeping a fixed interval
+    after each poll would end 300 ms late; on the schedule, lateness stays flat."""
+    interval, starts = 0.010, []
+
+    def poll():
+        starts.append(time.monotonic())
+        time.sleep(0.003)
+
+    run_every(interval, poll, CountedStops(100))
+    lateness = [start - (starts[0] + k * interval) for k, start in enumerate(starts)]
+    assert len(starts) == 100
+    assert min(lateness) >= 0
+    first, last = sorted(lateness[:20])[10], sorted(lateness[-20:])[10]
+    assert last - first < interval, f"lateness grew from {first:.4f} s to {last:.4f} s"
