@@ -30,11 +30,33 @@ cdef extern from *:
         uint32_t retransmits;
         uint64_t inode;
     } tcpfast_row;
-    /* Eight hex digits at s (s[0] most significant) to *value, with SWAR:
+    /* Two hex digits c0 c1, at index c0 | c1 << 8, to their value; 0xFFFF when
+       either is not a hex digit. Filled once at import. */
+    static uint16_t tcpfast_hex_pairs[65536];
+    static void tcpfast_fill_hex_pairs(const uint8_t *hex) {
+        for (int i = 0; i < 65536; i++) {
+            uint8_t high = hex[i & 0xFF], low = hex[i >> 8];
+            tcpfast_hex_pairs[i] = (high > 15 || low > 15) ? 0xFFFF : (uint16_t)(high << 4 | low);
+        }
+    }
+    /* Eight hex digits at s (s[0] most significant) to *value: four lookups in
+       a 128 KiB table of digit pairs; 0 if any byte is not a hex digit. Fewest
+       instructions; the lookups cost cache, so addresses use the SWAR form. */
+    static inline int tcpfast_hex8(const uint8_t *s, uint32_t *value) {
+        uint16_t a = tcpfast_hex_pairs[s[0] | s[1] << 8], b = tcpfast_hex_pairs[s[2] | s[3] << 8],
+                 c = tcpfast_hex_pairs[s[4] | s[5] << 8], d = tcpfast_hex_pairs[s[6] | s[7] << 8];
+        if ((a | b | c | d) & 0xFF00) return 0;
+        *value = (uint32_t)a << 24 | (uint32_t)b << 16 | (uint32_t)c << 8 | d;
+        return 1;
+    }
+    /* The same as tcpfast_hex8 without memory lookups, with SWAR:
        one 64-bit load, range checks on all bytes at once; 0 if any byte is
        not a hex digit. Bytes are ASCII < 0x80 (checked), so the per-byte
        additions below never carry into the next byte. */
-    static inline int tcpfast_hex8(const uint8_t *s, uint32_t *value) {
+    static inline int tcpfast_hex8_swar(const uint8_t *s, uint32_t *value) {
+    #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+        return tcpfast_hex8(s, value);            /* the load below assumes little-endian */
+    #endif
         const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
         uint64_t x, lower, digit, alpha, nibbles, pairs, quads;
         memcpy(&x, s, 8);
@@ -72,6 +94,8 @@ cdef extern from *:
         uint64_t inode
     const size_t tcpfast_offsets[12]
     bint tcpfast_hex8(const uint8_t* s, uint32_t* value) nogil
+    bint tcpfast_hex8_swar(const uint8_t* s, uint32_t* value) nogil
+    void tcpfast_fill_hex_pairs(const uint8_t* hex)
 
 cdef enum:
     INVALID = 0xFF
@@ -95,6 +119,7 @@ cdef void _fill_tables() noexcept:
         HEX[97 + c] = 10 + c
 
 _fill_tables()
+tcpfast_fill_hex_pairs(HEX)
 
 _FIELDS = ("local_addr", "remote_addr", "local_port", "remote_port", "family",
            "state", "timer", "tx_queue", "rx_queue", "uid", "retransmits", "inode")
@@ -222,12 +247,69 @@ cdef inline bint _line_ends(const uint8_t* p, const uint8_t* e) noexcept nogil:
     return p == e or p[0] == NEWLINE
 
 
+cdef inline bint _hex_at(const uint8_t* q, int digits, uint32_t* value) noexcept nogil:
+    """Exactly `digits` hex digits at q (the caller knows they lie within the line)."""
+    return _hex_fixed(&q, q + digits, digits, value)
+
+
+cdef inline bint _canonical(const uint8_t** p, const uint8_t* e, int words,
+                            tcpfast_row* row) noexcept nogil:
+    """LOCAL:PORT .. RETR in the kernel's own layout (one space between fields,
+    ``%08X`` widths), checked and decoded at fixed offsets: the usual case,
+    without the general path's field-by-field scanning. False when the line
+    is laid out otherwise; the general path then reads it from the start."""
+    cdef const uint8_t* q = p[0]
+    cdef int a = 8 * words                      # address digits
+    cdef int length = 2 * a + 53
+    cdef uint32_t word, value
+    cdef int i
+    if e - q <= length:
+        return False
+    if not (q[a] == COLON and q[a + 5] == SPACE and q[2 * a + 6] == COLON
+            and q[2 * a + 11] == SPACE and q[2 * a + 14] == SPACE and q[2 * a + 23] == COLON
+            and q[2 * a + 32] == SPACE and q[2 * a + 35] == COLON and q[2 * a + 44] == SPACE
+            and q[length] == SPACE):
+        return False
+    for i in range(words):
+        if not tcpfast_hex8_swar(q + 8 * i, &word):
+            return False
+        memcpy(row.local_addr + 4 * i, &word, 4)
+        if not tcpfast_hex8_swar(q + a + 6 + 8 * i, &word):
+            return False
+        memcpy(row.remote_addr + 4 * i, &word, 4)
+    if words == 1:
+        memset(row.local_addr + 4, 0, 12)
+        memset(row.remote_addr + 4, 0, 12)
+    if not _hex_at(q + a + 1, 4, &value):
+        return False
+    row.local_port = <uint16_t>value
+    if not _hex_at(q + 2 * a + 7, 4, &value):
+        return False
+    row.remote_port = <uint16_t>value
+    if not _hex_at(q + 2 * a + 12, 2, &value):
+        return False
+    row.state = <uint8_t>value
+    if not tcpfast_hex8(q + 2 * a + 15, &row.tx_queue) or not tcpfast_hex8(q + 2 * a + 24, &row.rx_queue):
+        return False
+    if not _hex_at(q + 2 * a + 33, 2, &value):
+        return False
+    row.timer = <uint16_t>value
+    if not tcpfast_hex8(q + 2 * a + 36, &value) or not tcpfast_hex8(q + 2 * a + 45, &row.retransmits):
+        return False
+    p[0] = q + length
+    return True
+
+
 cdef inline bint _fields(const uint8_t** p, const uint8_t* e, int words,
                          tcpfast_row* row) noexcept nogil:
     """Everything after ``sl:``; writes every field of row (there is no padding)."""
     cdef uint32_t v32
     cdef uint64_t v64
-    if not _spaces(p, e) or not _address(p, e, words, row.local_addr, &row.local_port):
+    if not _spaces(p, e):
+        return False
+    if _canonical(p, e, words, row):
+        return _numbers(p, e, row)
+    if not _address(p, e, words, row.local_addr, &row.local_port):
         return False
     if not _spaces(p, e) or not _address(p, e, words, row.remote_addr, &row.remote_port):
         return False
@@ -248,6 +330,12 @@ cdef inline bint _fields(const uint8_t** p, const uint8_t* e, int words,
     if not _spaces(p, e) or not _hex_var(p, e, 8, &v64):                # retransmits
         return False
     row.retransmits = <uint32_t>v64
+    return _numbers(p, e, row)
+
+
+cdef inline bint _numbers(const uint8_t** p, const uint8_t* e, tcpfast_row* row) noexcept nogil:
+    """UID TIMEOUT INODE, and the end of the fields we read."""
+    cdef uint64_t v64
     if not _spaces(p, e) or not _dec_var(p, e, 10, &v64) or v64 > 0xFFFFFFFFULL:   # uid
         return False
     row.uid = <uint32_t>v64
