@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import sys
 from itertools import compress
+from operator import itemgetter
 
 import numpy as np
 
@@ -97,12 +98,11 @@ def _address_column(nibbles: np.ndarray, offset: int, width: int) -> np.ndarray:
     return out
 
 
-def _decode_canonical(fields: list[bytes], family: int, rows: np.ndarray) -> None:
-    """Fill ``rows`` from field groups in the kernel's canonical layout."""
-    length, offsets, _ = _CANONICAL[family]
-    nibbles = _HEX_VALUE[np.frombuffer(b"".join(fields), dtype=np.uint8)].reshape(-1, length)
+def _decode_canonical(chars: np.ndarray, family: int, rows: np.ndarray) -> None:
+    """Fill ``rows`` from an (n, length) array of field groups in the canonical layout."""
+    nibbles = _HEX_VALUE[chars]
     (local, local_port, remote, remote_port, state, tx_queue, rx_queue, timer,
-     retransmits) = offsets
+     retransmits) = _CANONICAL[family][1]
     rows["local_addr"] = _address_column(nibbles, *local)
     rows["remote_addr"] = _address_column(nibbles, *remote)
     for name, (offset, width) in (("local_port", local_port), ("remote_port", remote_port),
@@ -128,30 +128,36 @@ def _decode_other(fields: list[bytes], family: int, rows: np.ndarray) -> None:
         row["retransmits"] = int(retransmits, 16)
 
 
-def _is_canonical(fields: list[bytes], family: int) -> np.ndarray:
+def _split_canonical(fields: list[bytes], family: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which field groups are in the canonical layout, and those as an (n, length) array."""
     length, _, separators = _CANONICAL[family]
     right_length = np.fromiter(map(len, fields), dtype=np.int64, count=len(fields)) == length
+    everything = right_length.all()
+    chars = np.frombuffer(b"".join(fields if everything else compress(fields, right_length)),
+                          dtype=np.uint8).reshape(-1, length)
+    is_separator = (chars == ord(" ")) | (chars == ord(":"))
+    laid_out = (is_separator[:, separators].all(axis=1)
+                & (is_separator.sum(axis=1) == len(separators)))
     canonical = right_length.copy()
-    if right_length.any():
-        text = np.frombuffer(b"".join(compress(fields, right_length)), dtype=np.uint8)
-        text = text.reshape(-1, length)
-        is_separator = (text == ord(" ")) | (text == ord(":"))
-        canonical[right_length] = (is_separator[:, separators].all(axis=1)
-                                   & (is_separator.sum(axis=1) == len(separators)))
-    return canonical
+    canonical[right_length] = laid_out
+    return canonical, chars[laid_out] if not laid_out.all() else chars
+
+
+_FIELDS_OF, _UID_OF, _INODE_OF = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 def _valid(matches: list[tuple[bytes, bytes, bytes]]) -> tuple[list, list[int], list[int]]:
     """Field groups, uids and inodes of the matches, without rows whose numbers overflow."""
     if not matches:
         return [], [], []
-    fields, uid_text, inode_text = zip(*matches)
-    uids, inodes = list(map(int, uid_text)), list(map(int, inode_text))
+    fields = list(map(_FIELDS_OF, matches))
+    uids = list(map(int, map(_UID_OF, matches)))
+    inodes = list(map(int, map(_INODE_OF, matches)))
     if max(uids) > _U32_MAX or max(inodes) > _U64_MAX:
         keep = [uid <= _U32_MAX and inode <= _U64_MAX for uid, inode in zip(uids, inodes)]
         return (list(compress(fields, keep)), list(compress(uids, keep)),
                 list(compress(inodes, keep)))
-    return list(fields), uids, inodes
+    return fields, uids, inodes
 
 
 def _skipped_lines(text: bytes, unmatched: int) -> int:
@@ -200,7 +206,8 @@ def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
     text = bytes(data)
     if not final:
         text = text[: text.rfind(b"\n") + 1]
-    if _line_count(text) > capacity - start:      # may not fit: stop before the row that does not
+    lines = _line_count(text)
+    if lines > capacity - start:                  # may not fit: stop before the row that does not
         cut = _row_line_start(text, family, capacity - start)
         if cut < len(text):
             return parse_into(text[:cut], family, out, start, True)
@@ -209,17 +216,19 @@ def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
     count = len(fields)
     rows = out[start:start + count]
     if count:
-        canonical = _is_canonical(fields, family)
+        canonical, chars = _split_canonical(fields, family)
         if canonical.all():
-            _decode_canonical(fields, family, rows)
+            _decode_canonical(chars, family, rows)
         else:                                     # decode each kind apart, then put back
-            for kind, decode in ((canonical, _decode_canonical), (~canonical, _decode_other)):
-                part = np.zeros(int(kind.sum()), dtype=out.dtype)
-                decode(list(compress(fields, kind)), family, part)
-                rows[kind] = part
+            part = np.zeros(len(chars), dtype=out.dtype)
+            _decode_canonical(chars, family, part)
+            rows[canonical] = part
+            part = np.zeros(count - len(chars), dtype=out.dtype)
+            _decode_other(list(compress(fields, ~canonical)), family, part)
+            rows[~canonical] = part
         rows["family"] = family
         rows["uid"] = uids
         rows["inode"] = inodes
-    unmatched = _line_count(text) - len(matches)
+    unmatched = lines - len(matches)
     malformed = unmatched - _skipped_lines(text, unmatched) + (len(matches) - count)
     return start + count, len(text), malformed
