@@ -27,6 +27,8 @@ def label(bench: dict) -> str:
         return f"parse, {info['parser']}"
     if "order" in info:
         return f"{name}, {info['implementation']}, {info['order']}"
+    if (bench["group"] or "").startswith("poll live"):
+        return f"live: {name}"
     return name
 
 
@@ -38,7 +40,7 @@ def series(benchmarks: list[dict]) -> dict[str, list[tuple[int, float]]]:
         name = bench["name"].split("[")[0]
         if not rows or info.get("family", 4) != 4:
             continue
-        if name == "test_parse" or bench["group"].startswith("poll live"):
+        if name == "test_parse" or (bench["group"] or "").startswith("poll live"):
             lines[label(bench)].append((rows, bench["stats"]["median"] / rows * 1e9))
     return {key: sorted(points) for key, points in lines.items()}
 
@@ -64,8 +66,20 @@ def plot(benchmarks: list[dict], png: str) -> None:
     figure.savefig(png, dpi=110)
 
 
+def ratios(benchmarks: list[dict]) -> str:
+    """The interleaved measurements of test_ratios.py: medians and ratios."""
+    lines = ["| benchmark | measured |", "|---|---|"]
+    for bench in benchmarks:
+        if bench["group"] == "ratios":
+            found = [f"{key}: {value}" for key, value in bench["extra_info"].items()
+                     if key != "rows"]
+            lines.append(f"| {bench['name'].removeprefix('test_')} | {'; '.join(found)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def table(benchmarks: list[dict]) -> str:
     lines = ["| group | benchmark | median | ns/row | rounds |", "|---|---|---:|---:|---:|"]
+    benchmarks = [bench for bench in benchmarks if bench["group"] != "ratios"]
     for bench in sorted(benchmarks, key=lambda b: (b["group"] or "", b["stats"]["median"])):
         stats, rows = bench["stats"], bench["extra_info"].get("rows")
         peak = bench["extra_info"].get("peak_rss_mb")
@@ -84,6 +98,8 @@ def main() -> None:
     benchmarks = load(args.json)
     if args.png:
         plot(benchmarks, args.png)
+    print(ratios(benchmarks))
+    print()
     print(table(benchmarks))
 
 

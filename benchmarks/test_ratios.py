@@ -1,0 +1,92 @@
+"""The targets' ratios, measured interleaved: A, B, A, B, ... in one loop, so drift
+on a shared machine hits both sides alike. Medians and ratios go to extra_info
+(and are printed with -s); the benchmark's own timing is of the first callable."""
+
+import statistics
+import time
+
+import pytest
+
+from tcpfast import parsing, pureparse, read_snapshot, new_connections, snapshot
+from benchmarks import naive
+from benchmarks.loadgen import LoadGenerator
+from benchmarks.tables import table
+from benchmarks.test_poll import bare_read
+
+try:
+    from tcpfast import _parse
+except ImportError:
+    _parse = None
+
+
+def interleaved(benchmark, rounds: int, **contenders) -> dict[str, float]:
+    """Median seconds of each contender, run in turn ``rounds`` times."""
+    times = {name: [] for name in contenders}
+
+    def one_round():
+        for name, function in contenders.items():
+            started = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - started)
+
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=1)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    benchmark.extra_info.update({f"median_ms {name}": round(value * 1e3, 3)
+                                 for name, value in medians.items()})
+    return medians
+
+
+def report(benchmark, medians, pairs):
+    for slow, fast in pairs:
+        ratio = medians[slow] / medians[fast]
+        benchmark.extra_info[f"ratio {slow} / {fast}"] = round(ratio, 3)
+        print(f"\n{benchmark.name}: {slow} / {fast} = {ratio:.3f} "
+              f"({medians[slow] * 1e3:.2f} ms / {medians[fast] * 1e3:.2f} ms)")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_p1_parse_100k(benchmark, family):
+    if _parse is None:
+        pytest.skip("compiled parser not built")
+    data = table(100_000, family)
+    benchmark.group = "ratios"
+    benchmark.extra_info["rows"] = 100_000
+    medians = interleaved(
+        benchmark, 10,
+        compiled=lambda: parsing.parse_counted(data, family, _parse.parse_into),
+        pure=lambda: parsing.parse_counted(data, family, pureparse.parse_into),
+        naive=lambda: naive.parse(data, family))
+    benchmark.extra_info["compiled_ns_per_row"] = round(medians["compiled"] / 1e5 * 1e9, 1)
+    report(benchmark, medians, [("naive", "compiled"), ("pure", "naive")])
+
+
+@pytest.fixture(scope="module")
+def live_100k():
+    try:
+        with LoadGenerator(100_000) as load:
+            yield load.rows
+    except (RuntimeError, OSError) as error:
+        pytest.skip(f"cannot open 100k loopback sockets here: {error}")
+
+
+def test_p2_poll_against_bare_read(benchmark, live_100k):
+    benchmark.group = "ratios"
+    benchmark.extra_info["rows"] = live_100k
+    previous_tcp = read_snapshot(families=(4,)).rows
+    previous = read_snapshot().rows
+    medians = interleaved(
+        benchmark, 20,
+        poll_tcp=lambda: new_connections(previous_tcp, read_snapshot(families=(4,)).rows),
+        bare_tcp=lambda: bare_read("/proc/net/tcp"),
+        poll_both=lambda: new_connections(previous, read_snapshot().rows),
+        bare_both=lambda: bare_read("/proc/net/tcp", "/proc/net/tcp6"))
+    report(benchmark, medians, [("poll_tcp", "bare_tcp"), ("poll_both", "bare_both")])
+
+
+def test_p3_snapshot_against_psutil(benchmark, live_100k):
+    psutil = pytest.importorskip("psutil")
+    benchmark.group = "ratios"
+    benchmark.extra_info["rows"] = live_100k
+    medians = interleaved(benchmark, 3, psutil=lambda: psutil.net_connections("tcp4"),
+                          snapshot=snapshot)
+    report(benchmark, medians, [("psutil", "snapshot")])
