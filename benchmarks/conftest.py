@@ -1,5 +1,6 @@
 import pytest
 
+from benchmarks.loadgen import LoadGenerator
 from tcpfast import backend
 
 
@@ -20,3 +21,13 @@ def run(benchmark):
         return benchmark.pedantic(function, args=args, rounds=rounds_for(rows),
                                   iterations=1, warmup_rounds=1)
     return go
+
+
+@pytest.fixture(scope="module")
+def live_100k():
+    """100k rows of real loopback sockets, held while the module's benchmarks run."""
+    try:
+        with LoadGenerator(100_000) as load:
+            yield load.rows
+    except (RuntimeError, OSError) as error:
+        pytest.skip(f"cannot open 100k loopback sockets here: {error}")

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from benchmarks.loadgen import LoadGenerator
 from benchmarks.tables import table
 
 
@@ -41,14 +40,6 @@ def peak_rss_mb(command: list[str], run_for: float | None = None) -> float:
     assert child.returncode == 0, err
     return peak
 
-
-@pytest.fixture(scope="module")
-def live_100k():
-    try:
-        with LoadGenerator(100_000) as load:
-            yield load.rows
-    except (RuntimeError, OSError) as error:
-        pytest.skip(f"cannot open 100k loopback sockets here: {error}")
 
 
 def record(benchmark, group: str, command: list[str], run_for: float | None = None):

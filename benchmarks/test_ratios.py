@@ -9,7 +9,6 @@ import pytest
 
 from tcpfast import parsing, pureparse, read_snapshot, new_connections, snapshot
 from benchmarks import naive
-from benchmarks.loadgen import LoadGenerator
 from benchmarks.tables import table
 from benchmarks.test_poll import bare_read
 
@@ -59,14 +58,6 @@ def test_p1_parse_100k(benchmark, family):
     benchmark.extra_info["compiled_ns_per_row"] = round(medians["compiled"] / 1e5 * 1e9, 1)
     report(benchmark, medians, [("naive", "compiled"), ("pure", "naive")])
 
-
-@pytest.fixture(scope="module")
-def live_100k():
-    try:
-        with LoadGenerator(100_000) as load:
-            yield load.rows
-    except (RuntimeError, OSError) as error:
-        pytest.skip(f"cannot open 100k loopback sockets here: {error}")
 
 
 def test_p2_poll_against_bare_read(benchmark, live_100k):

@@ -50,7 +50,3 @@ def state_name(code: int) -> str:
     """The kernel's name of a state; an unknown code keeps its hex value."""
     return STATE_NAMES.get(code) or f"UNKNOWN_{code:02X}"
 
-
-def empty(count: int = 0) -> np.ndarray:
-    """A zero-filled array of rows (zeroed so padding bytes are deterministic)."""
-    return np.zeros(count, dtype=CONNECTION_DTYPE)
