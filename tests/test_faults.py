@@ -31,8 +31,8 @@ def proc_root(tmp_path: Path, v4: bytes, v6: bytes | None = None) -> Path:
 
 AS_NOBODY = """
 import os, sys
-import locale, gettext, encodings.idna  # noqa: lazily imported by argparse and codecs
-import tcpfast.cli                       # everything imported while still root
+import tcpfast.cli
+tcpfast.cli.build_parser().format_help()   # argparse's lazy imports, while still root
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 sys.exit(tcpfast.cli.main(sys.argv[1:]))
 """
