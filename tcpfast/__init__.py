@@ -6,8 +6,8 @@ The flow is source (read /proc) -> parse (compiled, or pure Python) -> diff
 
 __version__ = "0.1.0"
 
-from .diff import closed_connections, new_connections
 from .backend import ACCELERATED
+from .diff import closed_connections, new_connections
 from .parsing import MalformedRowsWarning, parse, parse_pure
 from .schema import CONNECTION_DTYPE, STATE_NAMES
 from .source import Snapshot, read_snapshot, snapshot

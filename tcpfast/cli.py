@@ -56,9 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="poll once, print every current connection, and exit")
     parser.add_argument("--proc-root", default=os.environ.get(PROC_ROOT_VARIABLE, "/proc"),
                         metavar="DIR",
-                        help="read DIR/net/tcp and DIR/net/tcp6: e.g. /host/proc/1 for the "
-                             "host's namespace from a container "
-                             f"(default: ${PROC_ROOT_VARIABLE} or /proc; now %(default)s)")
+                        help="read DIR/net/tcp and DIR/net/tcp6: e.g. /proc/1 for pid 1's "
+                             "network namespace (the host's, from a container run with "
+                             f"--pid host) (default: ${PROC_ROOT_VARIABLE} or /proc; "
+                             "now %(default)s)")
     parser.add_argument("--state", type=_states, metavar="NAME[,NAME...]",
                         help="report only connections in these states, by the kernel's "
                              "names, case-insensitive, e.g. established,listen "
