@@ -42,18 +42,31 @@ cdef extern from *:
     /* Eight hex digits at s (s[0] most significant) to *value: four lookups in
        a 128 KiB table of digit pairs; 0 if any byte is not a hex digit. Fewest
        instructions; the lookups cost cache, so addresses use the SWAR form. */
-    static inline int tcpfast_hex8(const uint8_t *s, uint32_t *value) {
+    static inline __attribute__((always_inline)) int tcpfast_hex8(const uint8_t *s, uint32_t *value) {
         uint16_t a = tcpfast_hex_pairs[s[0] | s[1] << 8], b = tcpfast_hex_pairs[s[2] | s[3] << 8],
                  c = tcpfast_hex_pairs[s[4] | s[5] << 8], d = tcpfast_hex_pairs[s[6] | s[7] << 8];
         if ((a | b | c | d) & 0xFF00) return 0;
         *value = (uint32_t)a << 24 | (uint32_t)b << 16 | (uint32_t)c << 8 | d;
         return 1;
     }
+    /* Two and four hex digits the same way. */
+    static inline __attribute__((always_inline)) int tcpfast_hex2(const uint8_t *s, uint32_t *value) {
+        uint16_t a = tcpfast_hex_pairs[s[0] | s[1] << 8];
+        if (a & 0xFF00) return 0;
+        *value = a;
+        return 1;
+    }
+    static inline __attribute__((always_inline)) int tcpfast_hex4(const uint8_t *s, uint32_t *value) {
+        uint16_t a = tcpfast_hex_pairs[s[0] | s[1] << 8], b = tcpfast_hex_pairs[s[2] | s[3] << 8];
+        if ((a | b) & 0xFF00) return 0;
+        *value = (uint32_t)a << 8 | b;
+        return 1;
+    }
     /* The same as tcpfast_hex8 without memory lookups, with SWAR:
        one 64-bit load, range checks on all bytes at once; 0 if any byte is
        not a hex digit. Bytes are ASCII < 0x80 (checked), so the per-byte
        additions below never carry into the next byte. */
-    static inline int tcpfast_hex8_swar(const uint8_t *s, uint32_t *value) {
+    static inline __attribute__((always_inline)) int tcpfast_hex8_swar(const uint8_t *s, uint32_t *value) {
     #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
         return tcpfast_hex8(s, value);            /* the load below assumes little-endian */
     #endif
@@ -95,6 +108,8 @@ cdef extern from *:
     const size_t tcpfast_offsets[12]
     bint tcpfast_hex8(const uint8_t* s, uint32_t* value) nogil
     bint tcpfast_hex8_swar(const uint8_t* s, uint32_t* value) nogil
+    bint tcpfast_hex2(const uint8_t* s, uint32_t* value) nogil
+    bint tcpfast_hex4(const uint8_t* s, uint32_t* value) nogil
     void tcpfast_fill_hex_pairs(const uint8_t* hex)
 
 cdef enum:
@@ -247,11 +262,6 @@ cdef inline bint _line_ends(const uint8_t* p, const uint8_t* e) noexcept nogil:
     return p == e or p[0] == NEWLINE
 
 
-cdef inline bint _hex_at(const uint8_t* q, int digits, uint32_t* value) noexcept nogil:
-    """Exactly `digits` hex digits at q (the caller knows they lie within the line)."""
-    return _hex_fixed(&q, q + digits, digits, value)
-
-
 cdef inline bint _canonical(const uint8_t** p, const uint8_t* e, int words,
                             tcpfast_row* row) noexcept nogil:
     """LOCAL:PORT .. RETR in the kernel's own layout (one space between fields,
@@ -280,18 +290,18 @@ cdef inline bint _canonical(const uint8_t** p, const uint8_t* e, int words,
     if words == 1:
         memset(row.local_addr + 4, 0, 12)
         memset(row.remote_addr + 4, 0, 12)
-    if not _hex_at(q + a + 1, 4, &value):
+    if not tcpfast_hex4(q + a + 1, &value):
         return False
     row.local_port = <uint16_t>value
-    if not _hex_at(q + 2 * a + 7, 4, &value):
+    if not tcpfast_hex4(q + 2 * a + 7, &value):
         return False
     row.remote_port = <uint16_t>value
-    if not _hex_at(q + 2 * a + 12, 2, &value):
+    if not tcpfast_hex2(q + 2 * a + 12, &value):
         return False
     row.state = <uint8_t>value
     if not tcpfast_hex8(q + 2 * a + 15, &row.tx_queue) or not tcpfast_hex8(q + 2 * a + 24, &row.rx_queue):
         return False
-    if not _hex_at(q + 2 * a + 33, 2, &value):
+    if not tcpfast_hex2(q + 2 * a + 33, &value):
         return False
     row.timer = <uint16_t>value
     if not tcpfast_hex8(q + 2 * a + 36, &value) or not tcpfast_hex8(q + 2 * a + 45, &row.retransmits):
