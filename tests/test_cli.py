@@ -119,3 +119,11 @@ def test_help_and_version():
         assert option in result.stdout
     version = tcpfast("--version")
     assert re.fullmatch(r"tcpfast \d+\.\d+\.\d+\n", version.stdout)
+
+
+@pytest.mark.skipif(shutil.which("tcpfast") is None, reason="tcpfast is not installed here")
+def test_the_installed_console_script():
+    result = subprocess.run(["tcpfast", "--once", "--proc-root", str(SAMPLE_ROOT)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert [STAMP.sub("", line) for line in result.stdout.splitlines()] == EXPECTED_TEXT

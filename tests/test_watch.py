@@ -120,17 +120,18 @@ class CountedStops:
 
 
 def test_a_hundred_real_polls_do_not_drift():
-    """Each poll costs 3 ms of a 10 ms interval: a loop sleeping a fixed interval
-    after each poll would end 300 ms late; on the schedule, lateness stays flat."""
-    interval, starts = 0.010, []
+    """Each poll costs 5 ms of a 20 ms interval: a loop sleeping a fixed interval
+    after each poll would end 500 ms late; on the schedule, lateness stays flat
+    (the bound leaves room for a busy shared machine)."""
+    interval, starts = 0.020, []
 
     def poll():
         starts.append(time.monotonic())
-        time.sleep(0.003)
+        time.sleep(0.005)
 
     run_every(interval, poll, CountedStops(100))
     lateness = [start - (starts[0] + k * interval) for k, start in enumerate(starts)]
     assert len(starts) == 100
     assert min(lateness) >= 0
     first, last = sorted(lateness[:20])[10], sorted(lateness[-20:])[10]
-    assert last - first < interval, f"lateness grew from {first:.4f} s to {last:.4f} s"
+    assert last - first < 2 * interval, f"lateness grew from {first:.4f} s to {last:.4f} s"
