@@ -98,9 +98,8 @@ def _address_column(nibbles: np.ndarray, offset: int, width: int) -> np.ndarray:
     return out
 
 
-def _decode_canonical(chars: np.ndarray, family: int, rows: np.ndarray) -> None:
-    """Fill ``rows`` from an (n, length) array of field groups in the canonical layout."""
-    nibbles = _HEX_VALUE[chars]
+def _decode_canonical(nibbles: np.ndarray, family: int, rows: np.ndarray) -> None:
+    """Fill ``rows`` from the (n, length) hex digit values of canonical field groups."""
     (local, local_port, remote, remote_port, state, tx_queue, rx_queue, timer,
      retransmits) = _CANONICAL[family][1]
     rows["local_addr"] = _address_column(nibbles, *local)
@@ -129,18 +128,23 @@ def _decode_other(fields: list[bytes], family: int, rows: np.ndarray) -> None:
 
 
 def _split_canonical(fields: list[bytes], family: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which field groups are in the canonical layout, and those as an (n, length) array."""
+    """Which field groups are in the canonical layout, and the hex digit values of
+    those as an (n, length) array. Canonical: the right length, a separator at
+    each separator offset and a hex digit everywhere else."""
     length, _, separators = _CANONICAL[family]
     right_length = np.fromiter(map(len, fields), dtype=np.int64, count=len(fields)) == length
     everything = right_length.all()
     chars = np.frombuffer(b"".join(fields if everything else compress(fields, right_length)),
                           dtype=np.uint8).reshape(-1, length)
-    is_separator = (chars == ord(" ")) | (chars == ord(":"))
-    laid_out = (is_separator[:, separators].all(axis=1)
-                & (is_separator.sum(axis=1) == len(separators)))
+    nibbles = _HEX_VALUE[chars]
+    digits = np.ones(length, dtype=bool)
+    digits[separators] = False
+    at_separators = chars[:, separators]
+    laid_out = (((at_separators == ord(" ")) | (at_separators == ord(":"))).all(axis=1)
+                & (nibbles[:, digits] < 16).all(axis=1))
     canonical = right_length.copy()
     canonical[right_length] = laid_out
-    return canonical, chars[laid_out] if not laid_out.all() else chars
+    return canonical, nibbles if laid_out.all() else nibbles[laid_out]
 
 
 _FIELDS_OF, _UID_OF, _INODE_OF = itemgetter(0), itemgetter(1), itemgetter(2)
@@ -216,14 +220,14 @@ def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
     count = len(fields)
     rows = out[start:start + count]
     if count:
-        canonical, chars = _split_canonical(fields, family)
+        canonical, nibbles = _split_canonical(fields, family)
         if canonical.all():
-            _decode_canonical(chars, family, rows)
+            _decode_canonical(nibbles, family, rows)
         else:                                     # decode each kind apart, then put back
-            part = np.zeros(len(chars), dtype=out.dtype)
-            _decode_canonical(chars, family, part)
+            part = np.zeros(len(nibbles), dtype=out.dtype)
+            _decode_canonical(nibbles, family, part)
             rows[canonical] = part
-            part = np.zeros(count - len(chars), dtype=out.dtype)
+            part = np.zeros(count - len(nibbles), dtype=out.dtype)
             _decode_other(list(compress(fields, ~canonical)), family, part)
             rows[~canonical] = part
         rows["family"] = family
