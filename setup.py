@@ -1,5 +1,7 @@
 """Builds the compiled modules tcpfast._parse and tcpfast._keys (metadata: pyproject.toml)."""
 
+import os
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -10,23 +12,28 @@ OPTIMIZE = ["-O3", "--param=max-inline-insns-single=1000", "--param=inline-unit-
 
 
 class BuildExtAlsoInSource(build_ext):
-    """Also put the built module into the source tree.
+    """Also put the built modules into the source tree.
 
     Python started in a checkout imports ./tcpfast before any installed copy;
-    with the module beside the sources it gets the compiled parser, not a
+    with the modules beside the sources it gets the compiled code, not a
     silent fallback.
     """
 
     def run(self) -> None:
         super().run()
-        self.copy_extensions_to_source()
+        if all(os.path.exists(self.get_ext_fullpath(ext.name)) for ext in self.extensions):
+            self.copy_extensions_to_source()
 
 
-setup(
-    ext_modules=cythonize(
-        [Extension(f"tcpfast.{name}", [f"tcpfast/{name}.pyx"], extra_compile_args=OPTIMIZE)
-         for name in ("_parse", "_keys")],
-        language_level=3,
-    ),
-    cmdclass={"build_ext": BuildExtAlsoInSource},
+EXTENSIONS = cythonize(
+    [Extension(f"tcpfast.{name}", [f"tcpfast/{name}.pyx"], extra_compile_args=OPTIMIZE)
+     for name in ("_parse", "_keys")],
+    language_level=3,
 )
+for extension in EXTENSIONS:
+    # Optional (set after cythonize, which does not carry it over): without a C
+    # compiler the install still succeeds, and tcpfast runs on its pure-Python
+    # code, saying so on stderr.
+    extension.optional = True
+
+setup(ext_modules=EXTENSIONS, cmdclass={"build_ext": BuildExtAlsoInSource})
