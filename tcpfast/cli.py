@@ -101,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             if first:
                 raise
-            _warn(f"cannot read {_table_of(error, args.proc_root)}: {error.strerror or error}"
-                  "; still polling")
+            _warn(f"{_cannot_read(error, args.proc_root)}; still polling")
             return
         first = False
         expected_rows = len(snapshot.rows)
@@ -124,13 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         if isinstance(error, BrokenPipeError):
             return _quiet_broken_pipe()
-        _warn(f"cannot read {_table_of(error, args.proc_root)}: {error.strerror or error}")
+        _warn(_cannot_read(error, args.proc_root))
         return EXIT_INPUT_ERROR
     return EXIT_OK
 
 
-def _table_of(error: OSError, proc_root: str) -> str:
-    return error.filename or os.path.join(proc_root, TABLES[0][0])
+def _cannot_read(error: OSError, proc_root: str) -> str:
+    """``cannot read PATH: REASON``, naming the table even when the error does not."""
+    table = error.filename or os.path.join(proc_root, TABLES[0][0])
+    return f"cannot read {table}: {error.strerror or error}"
 
 
 def _warn(message: str) -> None:

@@ -79,19 +79,21 @@ def warn_malformed(malformed: int, what: str, stacklevel: int = 3) -> None:
                       MalformedRowsWarning, stacklevel=stacklevel)
 
 
+def _parse_and_warn(data: bytes, family: int, parse_into_fn: ParseInto | None) -> np.ndarray:
+    rows, malformed = parse_counted(data, family, parse_into_fn)
+    warn_malformed(malformed, f"tcp{'6' if family == 6 else ''} table", stacklevel=4)
+    return rows
+
+
 def parse(data: bytes, family: int) -> np.ndarray:
     """One /proc table's text to rows (compiled, unless the fallback is in use).
 
     ``family`` is 4 for /proc/net/tcp and 6 for /proc/net/tcp6. Malformed
     lines are skipped; a :class:`MalformedRowsWarning` says how many.
     """
-    rows, malformed = parse_counted(data, family)
-    warn_malformed(malformed, f"tcp{'6' if family == 6 else ''} table")
-    return rows
+    return _parse_and_warn(data, family, None)
 
 
 def parse_pure(data: bytes, family: int) -> np.ndarray:
     """The same as :func:`parse`, always in pure Python."""
-    rows, malformed = parse_counted(data, family, pureparse.parse_into)
-    warn_malformed(malformed, f"tcp{'6' if family == 6 else ''} table")
-    return rows
+    return _parse_and_warn(data, family, pureparse.parse_into)

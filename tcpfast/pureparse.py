@@ -150,6 +150,11 @@ def _split_canonical(fields: list[bytes], family: int) -> tuple[np.ndarray, np.n
 _FIELDS_OF, _UID_OF, _INODE_OF = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
+def _fits(uid: int, inode: int) -> bool:
+    """A uid fits 32 bits and an inode 64: else the row is malformed."""
+    return uid <= _U32_MAX and inode <= _U64_MAX
+
+
 def _valid(matches: list[tuple[bytes, bytes, bytes]]) -> tuple[list, list[int], list[int]]:
     """Field groups, uids and inodes of the matches, without rows whose numbers overflow."""
     if not matches:
@@ -158,7 +163,7 @@ def _valid(matches: list[tuple[bytes, bytes, bytes]]) -> tuple[list, list[int], 
     uids = list(map(int, map(_UID_OF, matches)))
     inodes = list(map(int, map(_INODE_OF, matches)))
     if max(uids) > _U32_MAX or max(inodes) > _U64_MAX:
-        keep = [uid <= _U32_MAX and inode <= _U64_MAX for uid, inode in zip(uids, inodes)]
+        keep = list(map(_fits, uids, inodes))
         return (list(compress(fields, keep)), list(compress(uids, keep)),
                 list(compress(inodes, keep)))
     return fields, uids, inodes
@@ -185,7 +190,7 @@ def _row_line_start(text: bytes, family: int, index: int) -> int:
     length if it has no more rows. Reads only as far as it needs."""
     valid = 0
     for match in _ROW[family].finditer(text):
-        if int(match[2]) <= _U32_MAX and int(match[3]) <= _U64_MAX:
+        if _fits(int(match[2]), int(match[3])):
             if valid == index:
                 return match.start()
             valid += 1
