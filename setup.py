@@ -1,4 +1,5 @@
-"""Builds the compiled modules tcpfast._parse and tcpfast._keys (metadata: pyproject.toml)."""
+"""Builds the compiled modules (metadata: pyproject.toml): the /proc text parser
+tcpfast.decode._parse and the key set operations tcpfast.diff._keys."""
 
 import os
 
@@ -26,8 +27,9 @@ class BuildExtAlsoInSource(build_ext):
 
 
 EXTENSIONS = cythonize(
-    [Extension(f"tcpfast.{name}", [f"tcpfast/{name}.pyx"], extra_compile_args=OPTIMIZE)
-     for name in ("_parse", "_keys")],
+    [Extension(f"tcpfast.{name}", [f"tcpfast/{name.replace('.', '/')}.pyx"],
+               extra_compile_args=OPTIMIZE)
+     for name in ("decode._parse", "diff._keys")],
     language_level=3,
 )
 for extension in EXTENSIONS:

@@ -9,8 +9,10 @@ the kernel lists them (hash buckets in order, new sockets at a bucket's head);
 import numpy as np
 import pytest
 
-from tcpfast import CONNECTION_DTYPE, keys, new_connections, parsing
-from tcpfast.keys import KEY_MASK, row_words
+from tcpfast import CONNECTION_DTYPE, new_connections
+from tcpfast.decode import parsing
+from tcpfast.diff import keys
+from tcpfast.diff.keys import KEY_MASK, row_words
 from benchmarks.tables import table
 
 

@@ -64,7 +64,7 @@ def test_psutil_polling_live_100k(benchmark, live_100k):
 def test_parse_1m_rows(benchmark, tmp_path):
     path = tmp_path / "tcp"
     path.write_bytes(table(1_000_000, 4))
-    code = ("import sys\nfrom tcpfast.source import read_table\n"
+    code = ("import sys\nfrom tcpfast.sources import read_table\n"
             "rows, bad = read_table(sys.argv[1], 4)\nassert len(rows) == 1_000_000 and not bad"
             + PRINT_PEAK)
     record(benchmark, "peak RSS, parse 1M rows", [sys.executable, "-c", code, str(path)])

@@ -5,12 +5,12 @@ ns per row = median / rows; the groups put the three side by side per size.
 
 import pytest
 
-from tcpfast import parsing, pureparse
+from tcpfast.decode import parsing, pureparse
 from benchmarks import naive
 from benchmarks.tables import table
 
 try:
-    from tcpfast import _parse
+    from tcpfast.decode import _parse
 except ImportError:
     _parse = None
 

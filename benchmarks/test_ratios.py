@@ -7,13 +7,14 @@ import time
 
 import pytest
 
-from tcpfast import parsing, pureparse, read_snapshot, new_connections, snapshot
+from tcpfast import new_connections, read_snapshot, snapshot
+from tcpfast.decode import parsing, pureparse
 from benchmarks import naive
 from benchmarks.tables import table
 from benchmarks.test_poll import bare_read
 
 try:
-    from tcpfast import _parse
+    from tcpfast.decode import _parse
 except ImportError:
     _parse = None
 

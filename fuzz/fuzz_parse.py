@@ -15,8 +15,9 @@ import atheris
 import numpy as np
 
 with atheris.instrument_imports():
-    from tcpfast import CONNECTION_DTYPE, pureparse
-from tcpfast import _parse
+    from tcpfast import CONNECTION_DTYPE
+from tcpfast.decode import pureparse
+from tcpfast.decode import _parse
 
 
 def run(parse_into, data: bytes, family: int, final: bool, room: int):

@@ -14,7 +14,8 @@ import sys
 
 import numpy as np
 
-from tcpfast import CONNECTION_DTYPE, _parse
+from tcpfast import CONNECTION_DTYPE
+from tcpfast.decode import _parse
 
 # A row as the kernel prints it (IPv4 padded to 149 characters; IPv6 not).
 ROWS = {

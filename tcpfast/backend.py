@@ -17,14 +17,15 @@ from .schema import CONNECTION_DTYPE
 
 PURE_REQUESTED: bool = os.environ.get("TCPFAST_PURE", "") not in ("", "0")
 
-COMPILED_MODULES = ("_parse", "_keys")
+#: Short name -> the compiled module: the /proc text parser and the key set operations.
+COMPILED_MODULES = {"_parse": "tcpfast.decode._parse", "_keys": "tcpfast.diff._keys"}
 
 
 def _check_layout(parse_module: ModuleType) -> None:
     size, offsets = parse_module.row_layout()
     expected = {name: CONNECTION_DTYPE.fields[name][1] for name in CONNECTION_DTYPE.names}
     if size != CONNECTION_DTYPE.itemsize or offsets != expected:
-        raise ImportError(f"tcpfast._parse was built for another row layout ({size} bytes, "
+        raise ImportError(f"tcpfast.decode._parse was built for another row layout ({size} bytes, "
                           f"{offsets}): rebuild it with 'pip install .'")
 
 
@@ -32,7 +33,7 @@ def _load() -> dict[str, ModuleType] | None:
     if PURE_REQUESTED:
         return None
     try:
-        modules = {name: importlib.import_module(f"tcpfast.{name}") for name in COMPILED_MODULES}
+        modules = {name: importlib.import_module(path) for name, path in COMPILED_MODULES.items()}
     except ImportError as error:
         warnings.warn(
             f"tcpfast: compiled modules unavailable ({error}); using the slower "

@@ -9,9 +9,10 @@ import time
 from datetime import datetime, timezone
 from typing import TextIO
 
-from . import __version__, backend, report
+from . import __version__, backend
+from .outputs import report
 from .schema import STATE_CODES
-from .source import TABLES, read_snapshot
+from .sources import TABLES, read_snapshot
 from .watch import StopSignals, Watcher, run_every
 
 EXIT_OK = 0

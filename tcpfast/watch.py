@@ -11,8 +11,8 @@ from collections.abc import Callable, Collection
 
 import numpy as np
 
-from . import diff
-from .source import Snapshot
+from .diff.changes import new_connections
+from .sources import Snapshot
 
 
 class StopSignals:
@@ -79,7 +79,7 @@ class Watcher:
         if self._previous is None:
             new = rows
         else:
-            new = diff.new_connections(self._previous, rows)
+            new = new_connections(self._previous, rows)
         if snapshot.complete or self._previous is None:
             self._previous = rows
         else:

@@ -2,7 +2,8 @@ import importlib
 
 import pytest
 
-from tcpfast import backend, pureparse
+from tcpfast import backend
+from tcpfast.decode import pureparse
 
 
 def pytest_report_header() -> str:
@@ -12,7 +13,7 @@ def pytest_report_header() -> str:
 
 def _compiled_parse_into():
     try:
-        return importlib.import_module("tcpfast._parse").parse_into
+        return importlib.import_module("tcpfast.decode._parse").parse_into
     except ImportError:
         if backend.PURE_REQUESTED:     # a pure run may lack the build; test_guard covers the rest
             return None

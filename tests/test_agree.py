@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tcpfast import CONNECTION_DTYPE, pureparse
+from tcpfast import CONNECTION_DTYPE
+from tcpfast.decode import pureparse
 from conftest import COMPILED_PARSE_INTO, needs_compiled
 from kernel_format import Conn, table
 

@@ -5,11 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcpfast import CONNECTION_DTYPE, closed_connections, keys, new_connections
-from tcpfast.keys import KEY_MASK, row_words
+from tcpfast import CONNECTION_DTYPE, closed_connections, new_connections
+from tcpfast.diff import keys
+from tcpfast.diff.keys import KEY_MASK, row_words
 
 try:
-    from tcpfast import _keys
+    from tcpfast.diff import _keys
 except ImportError:                      # a TCPFAST_PURE run without a build
     _keys = None
 

@@ -5,19 +5,22 @@ import subprocess
 import sys
 
 import tcpfast
-from tcpfast import backend, keys, parsing
+from tcpfast import backend
+from tcpfast.decode import parsing
+from tcpfast.diff import keys
 
 
 def test_compiled_parser_in_use_unless_pure_requested():
     if backend.PURE_REQUESTED:
         assert not tcpfast.ACCELERATED
-        assert parsing.parse_into is tcpfast.pureparse.parse_into
+        assert parsing.parse_into is tcpfast.decode.pureparse.parse_into
         assert keys._matched is keys.matched_numpy
     else:
         assert tcpfast.ACCELERATED, (
             "the compiled modules did not load: build them (pip install .) "
             "or set TCPFAST_PURE=1 to test the pure-Python fallback on purpose")
-        from tcpfast import _keys, _parse
+        from tcpfast.decode import _parse
+        from tcpfast.diff import _keys
         assert _parse.__file__.endswith(".so") and _keys.__file__.endswith(".so")
         assert parsing.parse_into is _parse.parse_into
         assert keys._matched is _keys.matched and keys._duplicates is _keys.duplicates
@@ -27,10 +30,10 @@ BLOCK_EXTENSION = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name == "tcpfast._parse":
+        if name == "tcpfast.decode._parse":
             raise ImportError("blocked for the test")
 sys.meta_path.insert(0, Block())
-import tcpfast, tcpfast.parsing
+import tcpfast, tcpfast.decode.parsing
 print(tcpfast.ACCELERATED, len(tcpfast.parse(open(sys.argv[1], "rb").read(), 4)))
 """
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tcpfast import STATE_NAMES, new_connections, snapshot
-from tcpfast.report import address_text
+from tcpfast.outputs.report import address_text
 
 
 def ipv6_loopback_works() -> bool:

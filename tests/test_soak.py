@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 import pytest
 
 from kernel_format import Conn, table
-from tcpfast import report
-from tcpfast.source import read_snapshot
+from tcpfast.outputs import report
+from tcpfast.sources import read_snapshot
 from tcpfast.watch import Watcher
 
 pytestmark = pytest.mark.skipif(os.environ.get("TCPFAST_SOAK") != "1",

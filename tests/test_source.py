@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tcpfast
-from tcpfast import source
+from tcpfast.sources import proc as source
 from kernel_format import Conn, table
 
 
@@ -27,7 +27,7 @@ def test_streamed_reading_equals_parsing_the_whole_text(tmp_path, monkeypatch, c
     path.write_bytes(data)
     monkeypatch.setattr(source, "CHUNK_BYTES", chunk)    # lines cut at every chunk edge
     rows, malformed = source.read_table(str(path), 4)
-    whole, whole_malformed = tcpfast.parsing.parse_counted(data, 4)
+    whole, whole_malformed = tcpfast.decode.parsing.parse_counted(data, 4)
     assert rows.tobytes() == whole.tobytes() and len(rows) == 3005
     assert malformed == whole_malformed == 1
 
@@ -61,8 +61,8 @@ def test_snapshot_warns_about_malformed_rows(tmp_path):
 @pytest.mark.parametrize("block_rows", [1, 2, 7, 4096])
 def test_row_collector_blocks_of_any_size(block_rows):
     data = table(CONNS[:500], 4) + b"\nbad\n" + table(CONNS[500:600], 4)
-    for parse_into in (tcpfast.pureparse.parse_into, tcpfast.parsing.parse_into):
-        collector = tcpfast.parsing.RowCollector(parse_into, block_rows=block_rows)
+    for parse_into in (tcpfast.decode.pureparse.parse_into, tcpfast.decode.parsing.parse_into):
+        collector = tcpfast.decode.parsing.RowCollector(parse_into, block_rows=block_rows)
         used = 0
         for at in range(0, len(data), 997):                 # chunks cut mid-line
             used += collector.feed(data[used:at + 997], 4, final=at + 997 >= len(data))

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
-from .schema import CONNECTION_DTYPE
+from .. import backend
+from ..schema import CONNECTION_DTYPE
 
 _ROW_WORDS = CONNECTION_DTYPE.itemsize // 8
 _INODE_WORD = CONNECTION_DTYPE.fields["inode"][1] // 8

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import keys, parsing
+from ..decode import parsing
+from ..diff import keys
 
 #: The tables of one network namespace, relative to a proc root, and their family.
 TABLES: tuple[tuple[str, int], ...] = (("net/tcp", 4), ("net/tcp6", 6))

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import backend, pureparse
-from .schema import CONNECTION_DTYPE
+from .. import backend
+from . import pureparse
+from ..schema import CONNECTION_DTYPE
 
 ParseInto = Callable[[bytes, int, np.ndarray, int, bool], "tuple[int, int, int]"]
 
@@ -20,7 +21,7 @@ class MalformedRowsWarning(UserWarning):
 _compiled = backend.compiled("_parse")
 
 #: The parser in use: ``parse_into(data, family, out, start, final)``, see
-#: :func:`tcpfast.pureparse.parse_into`.
+#: :func:`tcpfast.decode.pureparse.parse_into`.
 parse_into: ParseInto = _compiled.parse_into if _compiled else pureparse.parse_into
 
 

@@ -1,0 +1,1 @@
+"""Outputs: what a poll's events become (text or JSON lines)."""
