@@ -14,9 +14,9 @@ try:
 except ImportError:                      # a TCPFAST_PURE run without a build
     _keys = None
 
-IMPLEMENTATIONS = {"numpy": (keys.matched_numpy, keys.duplicates_numpy)}
+IMPLEMENTATIONS = {"numpy": (keys.match_numpy, keys.duplicates_numpy)}
 if _keys is not None:
-    IMPLEMENTATIONS["compiled"] = (_keys.matched, _keys.duplicates)
+    IMPLEMENTATIONS["compiled"] = (_keys.match, _keys.duplicates)
 
 
 def rows_of(specs) -> np.ndarray:
@@ -38,6 +38,16 @@ def key(row) -> bytes:
 
 def same(a, b) -> bool:
     return key(a) == key(b) and (a["inode"] == b["inode"] or 0 in (a["inode"], b["inode"]))
+
+
+def assert_match_is_right(index, needles, haystack):
+    """Every index names a haystack row that is the same connection; -1 only where none is."""
+    assert index.dtype == np.int64 and len(index) == len(needles)
+    for needle, at in zip(needles, index.tolist()):
+        if at >= 0:
+            assert same(needle, haystack[at])
+        else:
+            assert not any(same(needle, h) for h in haystack)
 
 
 def model_new(previous, current):
@@ -81,9 +91,10 @@ def test_unique_matches_the_model(rows):
 @settings(max_examples=300, deadline=None)
 @given(previous=snapshots, current=snapshots)
 def test_each_implementation_matches_the_model(name, previous, current):
-    matched, duplicates = IMPLEMENTATIONS[name]
-    mask = matched(row_words(current), row_words(previous), KEY_MASK)
-    assert [r.tobytes() for r in current[~mask]] == model_new(previous, current)
+    match, duplicates = IMPLEMENTATIONS[name]
+    index = match(row_words(current), row_words(previous), KEY_MASK)
+    assert_match_is_right(index, current, previous)
+    assert [r.tobytes() for r in current[index < 0]] == model_new(previous, current)
     drop = duplicates(row_words(current), KEY_MASK)
     assert [r.tobytes() for r in current[~drop]] == model_unique(current)
 
@@ -94,9 +105,10 @@ def test_hash_collisions_never_merge_connections(previous, current):
     """Every key hashes to the same value: only the word-by-word check separates them."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(keys, "_key_hash", lambda words, mask: np.zeros(len(words), np.uint64))
-        mask = keys.matched_numpy(row_words(current), row_words(previous), KEY_MASK)
+        index = keys.match_numpy(row_words(current), row_words(previous), KEY_MASK)
         drop = keys.duplicates_numpy(row_words(current), KEY_MASK)
-    assert [r.tobytes() for r in current[~mask]] == model_new(previous, current)
+    assert_match_is_right(index, current, previous)
+    assert [r.tobytes() for r in current[index < 0]] == model_new(previous, current)
     assert [r.tobytes() for r in current[~drop]] == model_unique(current)
 
 
@@ -143,7 +155,10 @@ def test_compiled_and_numpy_agree_at_scale(order):
     if order == "shuffled":
         current = current[rng.permutation(len(current))]
     for a, b in ((current, previous), (previous, current), (current, current[::-1])):
-        np.testing.assert_array_equal(_keys.matched(row_words(a), row_words(b), KEY_MASK),
-                                      keys.matched_numpy(row_words(a), row_words(b), KEY_MASK))
+        compiled = _keys.match(row_words(a), row_words(b), KEY_MASK)
+        numpy_index = keys.match_numpy(row_words(a), row_words(b), KEY_MASK)
+        np.testing.assert_array_equal(compiled >= 0, numpy_index >= 0)
+        found = compiled >= 0                   # the same key, compatible inodes
+        np.testing.assert_array_equal(row_words(a)[found, :4], row_words(b)[compiled[found], :4])
         np.testing.assert_array_equal(_keys.duplicates(row_words(a), KEY_MASK),
                                       keys.duplicates_numpy(row_words(a), KEY_MASK))

@@ -14,7 +14,7 @@ def test_compiled_parser_in_use_unless_pure_requested():
     if backend.PURE_REQUESTED:
         assert not tcpfast.ACCELERATED
         assert parsing.parse_into is tcpfast.decode.pureparse.parse_into
-        assert keys._matched is keys.matched_numpy
+        assert keys._match is keys.match_numpy
     else:
         assert tcpfast.ACCELERATED, (
             "the compiled modules did not load: build them (pip install .) "
@@ -23,7 +23,7 @@ def test_compiled_parser_in_use_unless_pure_requested():
         from tcpfast.diff import _keys
         assert _parse.__file__.endswith(".so") and _keys.__file__.endswith(".so")
         assert parsing.parse_into is _parse.parse_into
-        assert keys._matched is _keys.matched and keys._duplicates is _keys.duplicates
+        assert keys._match is _keys.match and keys._duplicates is _keys.duplicates
 
 
 BLOCK_EXTENSION = """

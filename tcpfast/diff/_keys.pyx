@@ -9,7 +9,7 @@ equal word for word and their inodes are equal or one of them is 0. A hash
 only picks where to look; keys are always compared in full. No state is kept.
 """
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 
 import numpy as np
@@ -102,13 +102,13 @@ cdef inline bint _same(const uint64_t* a, const uint64_t* b, uint64_t key_mask) 
 
 
 cdef Py_ssize_t _walk(const uint64_t* needles, Py_ssize_t n, const uint64_t* haystack,
-                      Py_ssize_t m, uint64_t key_mask, uint8_t* found) noexcept nogil:
+                      Py_ssize_t m, uint64_t key_mask, int64_t* match) noexcept nogil:
     """Phase 1: match rows that stand in the same order in both, as the kernel
     lists sockets that live across polls; returns how many needles it matched."""
     cdef Py_ssize_t i = 0, j = 0, k, matches = 0
     while i < n and j < m:
         if _same(needles + 8 * i, haystack + 8 * j, key_mask):
-            found[i] = 1
+            match[i] = j
             matches += 1
             i += 1
             j += 1
@@ -126,8 +126,9 @@ cdef Py_ssize_t _walk(const uint64_t* needles, Py_ssize_t n, const uint64_t* hay
     return matches
 
 
-def matched(object needle_words, object haystack_words, uint64_t key_mask):
-    """Mask of needle rows that are the same connection as some haystack row.
+def match(object needle_words, object haystack_words, uint64_t key_mask):
+    """For each needle row, the index of a haystack row that is the same
+    connection, or -1.
 
     Phase 1 walks both in order (cheap, streaming); phase 2 puts the needles it
     left in a hash table and probes it with every haystack row, so the result
@@ -137,10 +138,10 @@ def matched(object needle_words, object haystack_words, uint64_t key_mask):
     cdef Py_ssize_t n = needle_words.shape[0], m = haystack_words.shape[0], i, left
     cdef const uint64_t[:, ::1] needles = needle_words
     cdef const uint64_t[:, ::1] haystack = haystack_words
-    result = np.zeros(n, dtype=bool)
+    result = np.full(n, -1, dtype=np.int64)
     if n == 0 or m == 0:
         return result
-    cdef uint8_t[::1] found = result.view(np.uint8)
+    cdef int64_t[::1] match_at = result
     cdef Table table
     cdef const uint64_t* row
     cdef uint64_t h, slot
@@ -148,14 +149,14 @@ def matched(object needle_words, object haystack_words, uint64_t key_mask):
     cdef uint32_t* unmatched = NULL
     cdef int status = 0
     with nogil:
-        left = n - _walk(&needles[0, 0], n, &haystack[0, 0], m, key_mask, &found[0])
+        left = n - _walk(&needles[0, 0], n, &haystack[0, 0], m, key_mask, &match_at[0])
         if left:
             unmatched = <uint32_t*>malloc(left * sizeof(uint32_t))
             status = -1 if unmatched == NULL else 0
         if left and status == 0:
             left = 0
             for i in range(n):
-                if not found[i]:
+                if match_at[i] < 0:
                     unmatched[left] = <uint32_t>i
                     left += 1
             status = _build(&table, &needles[0, 0], unmatched, left, key_mask)
@@ -166,9 +167,9 @@ def matched(object needle_words, object haystack_words, uint64_t key_mask):
                     slot = h >> table.shift
                     index = table.slots[slot].index
                     while index:
-                        if (table.slots[slot].tag == <uint32_t>h and not found[index - 1]
+                        if (table.slots[slot].tag == <uint32_t>h and match_at[index - 1] < 0
                                 and _same(&needles[index - 1, 0], row, key_mask)):
-                            found[index - 1] = 1
+                            match_at[index - 1] = i
                         slot = (slot + 1) & table.mask
                         index = table.slots[slot].index
             _release(&table)

@@ -74,13 +74,14 @@ def _compatible(inode_a: np.ndarray, inode_b: np.ndarray) -> np.ndarray:
     return (inode_a == inode_b) | (inode_a == 0) | (inode_b == 0)
 
 
-def matched_numpy(words_n: np.ndarray, words_h: np.ndarray, key_mask: np.uint64) -> np.ndarray:
-    """Mask of needle rows that are the same connection as some haystack row (numpy)."""
+def match_numpy(words_n: np.ndarray, words_h: np.ndarray, key_mask: np.uint64) -> np.ndarray:
+    """For each needle row, the index of a haystack row that is the same
+    connection, or -1 (numpy)."""
     index_n, index_h = _equal_key_pairs(words_n, words_h, key_mask)
     same = _compatible(words_n[index_n, _INODE_WORD], words_h[index_h, _INODE_WORD])
-    mask = np.zeros(len(words_n), dtype=bool)
-    mask[index_n[same]] = True
-    return mask
+    result = np.full(len(words_n), -1, dtype=np.int64)
+    result[index_n[same]] = index_h[same]
+    return result
 
 
 def duplicates_numpy(words: np.ndarray, key_mask: np.uint64) -> np.ndarray:
@@ -95,13 +96,20 @@ def duplicates_numpy(words: np.ndarray, key_mask: np.uint64) -> np.ndarray:
 
 
 _compiled = backend.compiled("_keys")
-_matched = _compiled.matched if _compiled else matched_numpy
+_match = _compiled.match if _compiled else match_numpy
 _duplicates = _compiled.duplicates if _compiled else duplicates_numpy
+
+
+def match(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
+    """For each ``needles`` row, the index of a ``haystack`` row that is the same
+    connection, or -1: what lets a poll carry what it knows of a connection
+    (when it was first seen, its direction) over to the next."""
+    return _match(row_words(needles), row_words(haystack), KEY_MASK)
 
 
 def matched(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
     """Mask of ``needles`` rows that are the same connection as some ``haystack`` row."""
-    return _matched(row_words(needles), row_words(haystack), KEY_MASK)
+    return match(needles, haystack) >= 0
 
 
 def unique(rows: np.ndarray) -> tuple[np.ndarray, int]:
