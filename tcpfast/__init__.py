@@ -1,27 +1,57 @@
 """tcpfast: which TCP connections just appeared on this Linux host, fast.
 
 The flow is sources (read /proc) -> decode (compiled, or pure Python) -> diff
-(key set operations) -> outputs (text or JSON lines): one subpackage each.
+(key set operations) -> enrich (direction) -> outputs (text or JSON lines): one
+subpackage each; ``watch`` keeps the state between polls, ``poller`` runs one
+poll, ``loop`` the cadence, ``cli`` wires the options.
+
+The names below are imported on first use, so that ``python -m tcpfast`` can
+answer a stop signal before numpy has loaded.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .backend import ACCELERATED
-from .decode.parsing import MalformedRowsWarning, parse, parse_pure
-from .diff.changes import closed_connections, new_connections
-from .schema import CONNECTION_DTYPE, STATE_NAMES
-from .sources import Snapshot, read_snapshot, snapshot
+import importlib
 
-__all__ = [
-    "ACCELERATED",
-    "CONNECTION_DTYPE",
-    "STATE_NAMES",
-    "MalformedRowsWarning",
-    "Snapshot",
-    "closed_connections",
-    "new_connections",
-    "parse",
-    "parse_pure",
-    "read_snapshot",
-    "snapshot",
-]
+TYPE_CHECKING = False   # not typing's: importing typing would take a while
+if TYPE_CHECKING:       # the same names, for type checkers and editors
+    from typing import Any
+
+    from .backend import ACCELERATED
+    from .decode.parsing import MalformedRowsWarning, parse, parse_pure
+    from .diff.changes import closed_connections, new_connections
+    from .enrich.direction import DIRECTION_NAMES, directions
+    from .schema import CONNECTION_DTYPE, STATE_NAMES
+    from .sources.proc import Snapshot, read_snapshot, snapshot
+
+__version__ = "0.2.0"
+
+_PUBLIC = {
+    "ACCELERATED": "backend",
+    "CONNECTION_DTYPE": "schema",
+    "STATE_NAMES": "schema",
+    "MalformedRowsWarning": "decode.parsing",
+    "parse": "decode.parsing",
+    "parse_pure": "decode.parsing",
+    "closed_connections": "diff.changes",
+    "new_connections": "diff.changes",
+    "Snapshot": "sources.proc",
+    "read_snapshot": "sources.proc",
+    "snapshot": "sources.proc",
+    "directions": "enrich.direction",
+    "DIRECTION_NAMES": "enrich.direction",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tcpfast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

@@ -1,9 +1,9 @@
 """Which implementation runs: the compiled modules, or the pure-Python fallback.
 
-``TCPFAST_PURE=1`` chooses the fallback on purpose. Without it the compiled
-modules (``_parse``: the parser, ``_keys``: key set operations) are used when
-they import; when they do not, the package still works and says so once on
-stderr.
+``TCPFAST_PURE=1`` (or true, yes, on) chooses the fallback on purpose. Without
+it the compiled modules (``_parse``: the parser, ``_keys``: key set operations)
+are used when they import; when they do not, the package still works and
+warns once (``FALLBACK_REASON`` says why; the command line says it in one line).
 """
 
 from __future__ import annotations
@@ -15,7 +15,19 @@ from types import ModuleType
 
 from .schema import CONNECTION_DTYPE
 
-PURE_REQUESTED: bool = os.environ.get("TCPFAST_PURE", "") not in ("", "0")
+_YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+_SETTING = os.environ.get("TCPFAST_PURE", "")
+
+PURE_REQUESTED: bool = _SETTING.strip().lower() in _YES
+
+#: Why TCPFAST_PURE is not understood, or None.
+PURE_SETTING_PROBLEM: str | None = None
+if _SETTING.strip().lower() not in _YES + _NO:
+    PURE_SETTING_PROBLEM = (f"TCPFAST_PURE={_SETTING!r} is none of {', '.join(_YES)} (pure "
+                            f"Python) or {', '.join(_NO[1:])}: using the compiled modules")
+    warnings.warn(f"tcpfast: {PURE_SETTING_PROBLEM}", RuntimeWarning, stacklevel=2)
 
 #: Short name -> the compiled module: the /proc text parser and the key set operations.
 COMPILED_MODULES = {"_parse": "tcpfast.decode._parse", "_keys": "tcpfast.diff._keys"}
@@ -29,24 +41,23 @@ def _check_layout(parse_module: ModuleType) -> None:
                           f"{offsets}): rebuild it with 'pip install .'")
 
 
-def _load() -> dict[str, ModuleType] | None:
+def _load() -> tuple[dict[str, ModuleType] | None, str | None]:
+    """The compiled modules, or None and why not."""
     if PURE_REQUESTED:
-        return None
+        return None, None
     try:
         modules = {name: importlib.import_module(path) for name, path in COMPILED_MODULES.items()}
     except ImportError as error:
-        warnings.warn(
-            f"tcpfast: compiled modules unavailable ({error}); using the slower "
-            "pure-Python code (set TCPFAST_PURE=1 to choose it on purpose)",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        return None
+        reason = str(error)
+        warnings.warn(f"tcpfast: compiled modules unavailable ({reason}); using the slower "
+                      "pure-Python code (set TCPFAST_PURE=1 to choose it on purpose)",
+                      RuntimeWarning, stacklevel=4)
+        return None, reason
     _check_layout(modules["_parse"])
-    return modules
+    return modules, None
 
 
-_modules = _load()
+_modules, FALLBACK_REASON = _load()
 
 #: Whether the compiled modules are in use.
 ACCELERATED: bool = _modules is not None

@@ -1,26 +1,34 @@
-"""``python -m tcpfast``: arguments, the watch loop's output, and clean exits."""
+"""``python -m tcpfast``: options wired to the library's objects, and clean exits."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import time
-from datetime import datetime, timezone
-from typing import TextIO
 
 from . import __version__, backend
-from .outputs import report
+from .enrich.direction import ephemeral_ports
+from .loop import StopSignals, run_every
+from .outputs.printer import EVENT_KINDS, EventPrinter
+from .outputs.writer import LineWriter, OutputError
+from .poller import Poller
 from .schema import STATE_CODES
-from .sources import TABLES, read_snapshot
-from .watch import StopSignals, Watcher, run_every
+from .sources import TABLES
+from .watch import Watcher
 
 EXIT_OK = 0
+EXIT_INCOMPLETE = 1           # --once with a --read-timeout that cut the read short
 EXIT_INPUT_ERROR = 2          # also argparse's exit code for a usage error
+EXIT_OUTPUT_ERROR = 3
 PROC_ROOT_VARIABLE = "TCPFAST_PROC_ROOT"
+DEFAULT_READ_TIMEOUT = 30.0
+
+#: Other spellings of the kernel's state names: ss's (``time-wait``, ``estab``, ...).
+STATE_ALIASES = {"ESTAB": "ESTABLISHED", "FIN_WAIT_1": "FIN_WAIT1", "FIN_WAIT_2": "FIN_WAIT2",
+                 "CLOSED": "CLOSE", "LISTENING": "LISTEN", "SYN_RECEIVED": "SYN_RECV"}
 
 
-def _interval(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
@@ -30,14 +38,40 @@ def _interval(text: str) -> float:
     return seconds
 
 
+def _state_code(name: str) -> int | None:
+    canonical = name.strip().upper().replace("-", "_")
+    return STATE_CODES.get(STATE_ALIASES.get(canonical, canonical))
+
+
 def _states(text: str) -> frozenset[int]:
-    names = [name.strip().upper() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in STATE_CODES]
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if _state_code(name) is None]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown state {', '.join(unknown) or repr(text)}; choose from "
-            f"{', '.join(name.lower() for name in STATE_CODES)}")
-    return frozenset(STATE_CODES[name] for name in names)
+            f"unknown state {', '.join(map(repr, unknown)) or repr(text)}; choose from "
+            f"{', '.join(name.lower() for name in STATE_CODES)} (or ss's spelling, "
+            "e.g. time-wait)")
+    return frozenset(code for code in map(_state_code, names) if code is not None)
+
+
+def _events(text: str) -> tuple[str, ...]:
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in EVENT_KINDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown event {', '.join(map(repr, unknown)) or repr(text)}; "
+            f"choose from {', '.join(EVENT_KINDS)}")
+    return tuple(names)
+
+
+def _version() -> str:
+    if backend.ACCELERATED:
+        how = "compiled modules in use"
+    elif backend.PURE_REQUESTED:
+        how = "pure Python, as TCPFAST_PURE asks"
+    else:
+        how = f"pure Python: {backend.FALLBACK_REASON}"
+    return f"tcpfast {__version__} ({how})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,16 +79,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tcpfast",
         description="Report every new TCP connection on this host, one line each. "
                     "Reads /proc/net/tcp and /proc/net/tcp6 every INTERVAL seconds; "
-                    "the first poll lists every current socket, later polls only "
-                    "what is new since the poll before.",
-        epilog="Exit status: 0 when stopped (SIGINT/SIGTERM) or after --once; 2 for a "
-               "usage error or a table that cannot be read at start. "
-               f"Compiled modules in use: {'yes' if backend.ACCELERATED else 'no'}.",
+                    "the first poll lists every current connection (unless "
+                    "--skip-existing), later polls only what is new since the poll before.",
+        epilog="Exit status: 0 when stopped (SIGINT/SIGTERM), after --once, or when the "
+               "reader of the output has gone (| head); 1 when --once was cut short by "
+               "--read-timeout; 2 for a usage error or a table that cannot be read at "
+               "start; 3 when the output cannot be written (a full disk, a closed stdout).",
     )
-    parser.add_argument("--interval", type=_interval, default=10.0, metavar="SECONDS",
+    parser.add_argument("--interval", type=_seconds, default=10.0, metavar="SECONDS",
                         help="seconds between polls, > 0 (default: %(default)g)")
     parser.add_argument("--once", action="store_true",
                         help="poll once, print every current connection, and exit")
+    parser.add_argument("--read-timeout", type=_seconds, metavar="SECONDS",
+                        help="stop reading the tables after SECONDS: under heavy churn the "
+                             "kernel can list a growing table for ever; what a cut read "
+                             "misses is reported by the next poll that reaches it "
+                             f"(default: {DEFAULT_READ_TIMEOUT:g} when watching; none "
+                             "with --once, which reads to the end)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="take the first poll as the baseline without printing it: "
+                             "only connections opened after the start are reported")
     parser.add_argument("--proc-root", default=os.environ.get(PROC_ROOT_VARIABLE, "/proc"),
                         metavar="DIR",
                         help="read DIR/net/tcp and DIR/net/tcp6: e.g. /proc/1 for pid 1's "
@@ -63,69 +107,70 @@ def build_parser() -> argparse.ArgumentParser:
                              "now %(default)s)")
     parser.add_argument("--state", type=_states, metavar="NAME[,NAME...]",
                         help="report only connections in these states, by the kernel's "
-                             "names, case-insensitive, e.g. established,listen "
-                             "(default: all states)")
+                             "names or ss's, case-insensitive, e.g. established,listen or "
+                             "time-wait (default: every state but TIME_WAIT, which is what "
+                             "is left of a closed connection)")
+    parser.add_argument("--events", type=_events, default=("new",), metavar="KIND[,KIND...]",
+                        help="which events to print: new, closed (a connection's socket "
+                             "is gone; its line says how long it was open) "
+                             "(default: new)")
     parser.add_argument("--json", action="store_true",
                         help="print JSON lines: time, event, family, local, local_port, "
-                             "remote, remote_port, state, uid, inode")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+                             "remote, remote_port, state, uid, inode, direction, pid, "
+                             "comm, and duration on closed events")
+    parser.add_argument("--direction", action="store_true",
+                        help="end each text line with direction=in, out, listen or unknown "
+                             "(JSON lines always have it)")
+    parser.add_argument("--version", action="version", version=_version())
     return parser
-
-
-# Lines are formatted and written this many at a time, so a first poll of a
-# million sockets never holds a million strings.
-BATCH_ROWS = 4096
-
-
-def _emit(rows, format_lines, out: TextIO) -> None:
-    when = datetime.now(timezone.utc)
-    for start in range(0, len(rows), BATCH_ROWS):
-        out.write("\n".join(format_lines(rows[start:start + BATCH_ROWS], when)) + "\n")
-    out.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    watcher = Watcher(args.state)
-    format_lines = report.json_lines if args.json else report.text_lines
-    out = sys.stdout
-    first = True
-    expected_rows = 0
+    if backend.PURE_SETTING_PROBLEM:
+        _warn(backend.PURE_SETTING_PROBLEM)
+    if not backend.ACCELERATED and not backend.PURE_REQUESTED:
+        _warn(f"compiled modules unavailable ({backend.FALLBACK_REASON}); using the slower "
+              "pure-Python code (set TCPFAST_PURE=1 to choose it on purpose)")
+    try:
+        writer = LineWriter(1)
+    except OutputError as error:
+        return _output_error(str(error))
+    read_timeout = args.read_timeout
+    if read_timeout is None and not args.once:
+        read_timeout = DEFAULT_READ_TIMEOUT
+    stop = StopSignals(output_fd=1)
+    poller = Poller(
+        Watcher(args.state, skip_existing=args.skip_existing, ephemeral=ephemeral_ports()),
+        EventPrinter(writer, json=args.json, events=args.events, show_direction=args.direction),
+        _warn, proc_root=args.proc_root, read_timeout=read_timeout,
+        cancelled=lambda: stop.requested)
 
-    def poll() -> None:
-        nonlocal first, expected_rows
-        started = time.monotonic()
+    def poll_and_go_on() -> None:
         try:
-            snapshot = read_snapshot(args.proc_root, size_hint=expected_rows,
-                                     deadline=started + args.interval,
-                                     cancelled=lambda: stop.requested)
-        except OSError as error:
-            if first:
+            poller.poll()
+        except OSError as error:                    # a table gone mid-run: keep polling
+            if poller.polls == 0 or isinstance(error, BrokenPipeError):
                 raise
             _warn(f"{_cannot_read(error, args.proc_root)}; still polling")
-            return
-        first = False
-        expected_rows = len(snapshot.rows)
-        if snapshot.malformed:
-            _warn(f"skipped {snapshot.malformed} malformed row(s) in {args.proc_root}/net/tcp*")
-        if not snapshot.complete and not stop.requested:
-            _warn(f"reading {args.proc_root}/net/tcp* took over {args.interval:g} s: cut short "
-                  f"after {expected_rows} rows; rows past them are not seen this poll "
-                  "(a longer --interval gives the read more time)")
-        _emit(watcher.update(snapshot), format_lines, out)
 
-    stop = StopSignals()
     try:
         with stop:
             if args.once:
-                poll()
+                poller.poll()
             else:
-                run_every(args.interval, poll, stop)
+                run_every(args.interval, poll_and_go_on, stop)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except OutputError as error:
+        return _output_error(str(error))
     except OSError as error:
-        if isinstance(error, BrokenPipeError):
-            return _quiet_broken_pipe()
         _warn(_cannot_read(error, args.proc_root))
         return EXIT_INPUT_ERROR
+    if stop.output_gone:
+        return _quiet_broken_pipe()
+    if args.once and poller.cut_short_polls:
+        return EXIT_INCOMPLETE
     return EXIT_OK
 
 
@@ -136,12 +181,20 @@ def _cannot_read(error: OSError, proc_root: str) -> str:
 
 
 def _warn(message: str) -> None:
-    print(f"tcpfast: {message}", file=sys.stderr, flush=True)
+    try:
+        print(f"tcpfast: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):      # stderr closed or gone: nowhere to say it
+        pass
+
+
+def _output_error(reason: str) -> int:
+    _warn(f"cannot write output: {reason}")
+    return EXIT_OUTPUT_ERROR
 
 
 def _quiet_broken_pipe() -> int:
     """The reader went away (``| head``): stop without a traceback or a flush error."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, 1)
     os.close(devnull)
     return EXIT_OK

@@ -50,7 +50,7 @@ def key(event: dict) -> tuple:
             (event["remote"], event["remote_port"]), event["inode"])
 
 
-@pytest.mark.parametrize("af,host,family", FAMILIES, ids=[f[1] for f in FAMILIES])
+@pytest.mark.parametrize("af,host,family", FAMILIES)
 def test_churn_is_reported_exactly_once_per_connection(af, host, family):
     ledger = Ledger()
     server = socket.socket(af, socket.SOCK_STREAM)

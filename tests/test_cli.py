@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tcpfast import backend
+
 SAMPLE_ROOT = Path(__file__).parent / "data" / "proc"
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00): New connection: ")
 
-EXPECTED_TEXT = [
+#: Every row of the sample tables, in order.
+ALL_ROWS = [
     "0.0.0.0:8089 -> 0.0.0.0:0",
     "127.0.0.53:53 -> 0.0.0.0:0",
     "0.0.0.0:22 -> 0.0.0.0:0",
@@ -27,6 +30,9 @@ EXPECTED_TEXT = [
     "[::ffff:127.0.0.1]:8080 -> [::ffff:127.0.0.1]:45000",
     "[2001:db8:0:1::10]:443 -> [2001:db8::ff]:50000",
 ]
+TIME_WAIT_ROW = 5
+#: What is new by default: every row but the TIME_WAIT one (what is left of a closed connection).
+EXPECTED_TEXT = [line for i, line in enumerate(ALL_ROWS) if i != TIME_WAIT_ROW]
 
 
 def tcpfast(*args: str, env: dict | None = None, timeout: float = 60):
@@ -54,7 +60,8 @@ def test_once_json_lines_have_the_contract_keys():
         assert datetime.fromisoformat(event.pop("time")).utcoffset().total_seconds() == 0
     assert events[0] == {"event": "new", "family": 4, "local": "10.162.15.225",
                          "local_port": 41164, "remote": "172.217.13.110", "remote_port": 443,
-                         "state": "ESTABLISHED", "uid": 1000, "inode": 2710532}
+                         "state": "ESTABLISHED", "uid": 1000, "inode": 2710532,
+                         "direction": "out", "pid": None, "comm": None}
     assert [(e["local"], e["local_port"], e["remote"], e["remote_port"], e["family"])
             for e in events[1:]] == [
         ("10.162.15.225", 36088, "91.189.91.15", 80, 4),
@@ -67,7 +74,7 @@ def test_once_json_lines_have_the_contract_keys():
 def test_state_filter_is_case_insensitive_and_takes_a_list():
     result = tcpfast("--once", "--proc-root", str(SAMPLE_ROOT), "--state", "listen,Time_Wait")
     assert [STAMP.sub("", line) for line in result.stdout.splitlines()] == [
-        EXPECTED_TEXT[i] for i in (0, 1, 2, 5, 7)]
+        ALL_ROWS[i] for i in (0, 1, 2, 5, 7)]
 
 
 def test_proc_root_from_the_environment(tmp_path):
@@ -80,7 +87,7 @@ def test_missing_tcp6_is_an_empty_table(tmp_path):
     shutil.copy(SAMPLE_ROOT / "net" / "tcp", tmp_path / "net" / "tcp")
     result = tcpfast("--once", "--proc-root", str(tmp_path))
     assert (result.returncode, result.stderr) == (0, "")
-    assert [STAMP.sub("", line) for line in result.stdout.splitlines()] == EXPECTED_TEXT[:7]
+    assert [STAMP.sub("", line) for line in result.stdout.splitlines()] == EXPECTED_TEXT[:6]
 
 
 def test_missing_table_is_one_line_and_exit_2(tmp_path):
@@ -94,7 +101,7 @@ def test_malformed_rows_are_reported_on_stderr(tmp_path):
     good = (SAMPLE_ROOT / "net" / "tcp").read_bytes()
     (tmp_path / "net" / "tcp").write_bytes(good + b"   7: garbage row\n")
     result = tcpfast("--once", "--proc-root", str(tmp_path))
-    assert result.returncode == 0 and len(result.stdout.splitlines()) == 7
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 6
     assert result.stderr == f"tcpfast: skipped 1 malformed row(s) in {tmp_path}/net/tcp*\n"
 
 
@@ -102,7 +109,9 @@ def test_malformed_rows_are_reported_on_stderr(tmp_path):
     (["--interval", "0"], "must be a positive number of seconds"),
     (["--interval", "-1"], "must be a positive number of seconds"),
     (["--interval", "soon"], "not a number"),
-    (["--state", "bogus"], "unknown state BOGUS"),
+    (["--state", "bogus"], "unknown state 'bogus'"),
+    (["--events", "new,opened"], "unknown event 'opened'"),
+    (["--read-timeout", "0"], "must be a positive number of seconds"),
     (["--nonsense"], "unrecognized arguments"),
 ])
 def test_bad_arguments_are_usage_errors(args, message):
@@ -117,8 +126,17 @@ def test_help_and_version():
     assert result.returncode == 0
     for option in ("--interval", "--once", "--proc-root", "--state", "--json", "--version"):
         assert option in result.stdout
+    assert result.stderr == ""
     version = tcpfast("--version")
-    assert re.fullmatch(r"tcpfast \d+\.\d+\.\d+\n", version.stdout)
+    how = "pure Python, as TCPFAST_PURE asks" if backend.PURE_REQUESTED else "compiled modules in use"
+    assert re.fullmatch(rf"tcpfast \d+\.\d+\.\d+ \({how}\)\n", version.stdout), version.stdout
+
+
+@pytest.mark.parametrize("spelling", ["time-wait", "TIME_WAIT", "Time_Wait"])
+def test_state_names_in_ss_spelling_too(spelling):
+    result = tcpfast("--once", "--proc-root", str(SAMPLE_ROOT), "--state", spelling)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert [STAMP.sub("", line) for line in result.stdout.splitlines()] == [ALL_ROWS[TIME_WAIT_ROW]]
 
 
 @pytest.mark.skipif(shutil.which("tcpfast") is None, reason="tcpfast is not installed here")

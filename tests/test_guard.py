@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import tcpfast
 from tcpfast import backend
 from tcpfast.decode import parsing
@@ -26,27 +28,86 @@ def test_compiled_parser_in_use_unless_pure_requested():
         assert keys._match is _keys.match and keys._duplicates is _keys.duplicates
 
 
-BLOCK_EXTENSION = """
+#: Python code that makes the compiled modules fail to import, as on a host without a compiler.
+BLOCK_COMPILED = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name == "tcpfast.decode._parse":
+        if name in ("tcpfast.decode._parse", "tcpfast.diff._keys"):
             raise ImportError("blocked for the test")
 sys.meta_path.insert(0, Block())
-import tcpfast, tcpfast.decode.parsing
+"""
+LIBRARY_USE = """
+import tcpfast
 print(tcpfast.ACCELERATED, len(tcpfast.parse(open(sys.argv[1], "rb").read(), 4)))
 """
+CLI_USE = """
+from tcpfast.__main__ import main
+sys.exit(main())
+"""
+TESTS = os.path.dirname(__file__)
+SAMPLE_TABLE = os.path.join(TESTS, "data", "proc", "net", "tcp")
 
 
-def test_missing_extension_falls_back_and_says_so_once(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "TCPFAST_PURE"}
-    table = os.path.join(os.path.dirname(__file__), "data", "proc", "net", "tcp")
-    result = subprocess.run([sys.executable, "-c", BLOCK_EXTENSION, table],
-                            capture_output=True, text=True, env=env, check=True)
-    assert result.stdout.split() == ["False", "7"]
+def without_pure(**extra: str) -> dict:
+    return {**{k: v for k, v in os.environ.items() if k != "TCPFAST_PURE"}, **extra}
+
+
+def run_blocked(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCK_COMPILED + code, *args],
+                          capture_output=True, text=True, env=without_pure(**env), timeout=120)
+
+
+def test_missing_extension_falls_back_and_the_library_warns_once():
+    result = run_blocked(LIBRARY_USE, SAMPLE_TABLE)
+    assert result.returncode == 0 and result.stdout.split() == ["False", "7"]
     warnings = [line for line in result.stderr.splitlines() if "pure-Python" in line]
     assert len(warnings) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_missing_extension_the_command_says_so_in_one_line():
+    sample_root = os.path.dirname(os.path.dirname(SAMPLE_TABLE))
+    result = run_blocked(CLI_USE, "--once", "--proc-root", sample_root)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 10
+    assert result.stderr.startswith("tcpfast: compiled modules unavailable (blocked for the test)")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    help_text = run_blocked(CLI_USE, "--help")               # not on --help
+    assert (help_text.returncode, help_text.stderr) == (0, "")
+    version = run_blocked(CLI_USE, "--version")
+    assert "pure Python: blocked for the test" in version.stdout and version.stderr == ""
+
+
+def test_without_the_compiled_modules_the_suite_fails_and_says_why(tmp_path):
+    """No compiler, no TCPFAST_PURE: the guard fails with its explanation, not a bare
+    ImportError from the test set-up."""
+    code = ("import pytest\nsys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', "
+            f"'--rootdir', {TESTS!r}, {os.path.join(TESTS, 'test_guard.py')!r}, "
+            "'-k', 'compiled_parser_in_use']))")
+    result = run_blocked(code, TCPFAST_TEST_NETNS="host")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the compiled modules did not load" in result.stdout
+    assert "ModuleNotFoundError" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("setting,pure", [("1", True), ("yes", True), ("true", True),
+                                          ("0", False), ("no", False), ("false", False),
+                                          ("off", False), ("", False)])
+def test_the_pure_setting_means_what_it_says(setting, pure):
+    result = subprocess.run([sys.executable, "-c", "from tcpfast import backend; "
+                             "print(backend.PURE_REQUESTED)"], capture_output=True, text=True,
+                            env=without_pure(TCPFAST_PURE=setting), check=True)
+    assert (result.stdout.strip(), result.stderr) == (str(pure), "")
+
+
+def test_a_pure_setting_not_understood_is_said_and_ignored():
+    sample_root = os.path.dirname(os.path.dirname(SAMPLE_TABLE))
+    result = subprocess.run([sys.executable, "-m", "tcpfast", "--once", "--proc-root",
+                             sample_root], capture_output=True, text=True,
+                            env=without_pure(TCPFAST_PURE="maybe"), timeout=60)
+    assert result.returncode == 0
+    assert result.stderr.startswith("tcpfast: TCPFAST_PURE='maybe' is none of")
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_pure_requested_is_silent_and_unaccelerated():

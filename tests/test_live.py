@@ -24,9 +24,11 @@ def ipv6_loopback_works() -> bool:
         return False
 
 
-FAMILIES = [(socket.AF_INET, "127.0.0.1", 4)]
-if ipv6_loopback_works():
-    FAMILIES.append((socket.AF_INET6, "::1", 6))
+NO_IPV6 = pytest.mark.skipif(not ipv6_loopback_works(),
+                             reason="no IPv6 loopback (::1) in this network namespace")
+#: Both loopback families, always collected: without IPv6 the ::1 cases are skipped, visibly.
+FAMILIES = [pytest.param(socket.AF_INET, "127.0.0.1", 4, id="127.0.0.1"),
+            pytest.param(socket.AF_INET6, "::1", 6, id="::1", marks=NO_IPV6)]
 
 
 @contextlib.contextmanager
@@ -77,7 +79,7 @@ def ours(rows: np.ndarray, port: int) -> np.ndarray:
     return rows[(rows["local_port"] == port) | (rows["remote_port"] == port)]
 
 
-@pytest.mark.parametrize("af,host,family", FAMILIES, ids=[f[1] for f in FAMILIES])
+@pytest.mark.parametrize("af,host,family", FAMILIES)
 def test_snapshot_finds_each_socket_exactly(af, host, family):
     with listener(af, host) as server, connections(server, 5) as pairs:
         port = server.getsockname()[1]
@@ -93,7 +95,7 @@ def test_snapshot_finds_each_socket_exactly(af, host, family):
         assert len(established) == 10 and len(rows) == 11
 
 
-@pytest.mark.parametrize("af,host,family", FAMILIES, ids=[f[1] for f in FAMILIES])
+@pytest.mark.parametrize("af,host,family", FAMILIES)
 def test_second_poll_reports_exactly_the_new_connections(af, host, family):
     with listener(af, host) as server, connections(server, 4):
         port = server.getsockname()[1]
@@ -129,7 +131,7 @@ def ss_text(family: int, address: str, port: int, state: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="iproute2 ss is not installed")
-@pytest.mark.parametrize("af,host,family", FAMILIES, ids=[f[1] for f in FAMILIES])
+@pytest.mark.parametrize("af,host,family", FAMILIES)
 def test_snapshot_equals_what_ss_lists(af, host, family):
     with listener(af, host) as server, connections(server, 6):
         port = server.getsockname()[1]

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from tcpfast.watch import run_every
+from tcpfast.loop import run_every
 
 
 class FakeTime:

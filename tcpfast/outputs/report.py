@@ -1,18 +1,22 @@
-"""Turning rows into the output contract: text lines or JSON lines, one per event."""
+"""Turning events into the output contract: text lines or JSON lines, one per event."""
 
 from __future__ import annotations
 
 import json
+import math
 import socket
 from collections.abc import Iterator
 from datetime import datetime
 
 import numpy as np
 
+from ..enrich.direction import direction_names
 from ..schema import state_name
+from ..events import RowEvents
 
 _ADDRESS_BYTES = {4: 4, 6: 16}
 _ADDRESS_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+_TEXT_EVENT = {"new": "New connection", "closed": "Closed connection"}
 
 
 def address_text(family: int, address: bytes) -> str:
@@ -20,7 +24,7 @@ def address_text(family: int, address: bytes) -> str:
     return socket.inet_ntop(_ADDRESS_FAMILY[family], address[: _ADDRESS_BYTES[family]])
 
 
-def _events(rows: np.ndarray) -> Iterator[tuple[int, str, int, str, int, int, int, int]]:
+def _rows(rows: np.ndarray) -> Iterator[tuple[int, str, int, str, int, int, int, int]]:
     """(family, local, local_port, remote, remote_port, state, uid, inode) per row."""
     local, remote = rows["local_addr"].tobytes(), rows["remote_addr"].tobytes()
     columns = zip(rows["family"].tolist(), rows["local_port"].tolist(),
@@ -36,25 +40,37 @@ def _endpoint(family: int, address: str, port: int) -> str:
     return f"[{address}]:{port}" if family == 6 else f"{address}:{port}"
 
 
-def text_lines(rows: np.ndarray, when: datetime) -> list[str]:
-    """``2021-08-09 11:43:46+00:00: New connection: 10.0.0.1:41164 -> 10.0.0.2:443``."""
-    stamp = when.isoformat(sep=" ", timespec="seconds")
-    return [
-        f"{stamp}: New connection: {_endpoint(family, local, local_port)}"
-        f" -> {_endpoint(family, remote, remote_port)}"
-        for family, local, local_port, remote, remote_port, *_ in _events(rows)
-    ]
+def text_lines(events: RowEvents, when: datetime, show_direction: bool = False) -> list[str]:
+    """``2021-08-09 11:43:46+00:00: New connection: 10.0.0.1:41164 -> 10.0.0.2:443``,
+    the seed's line; ``show_direction`` appends `` direction=in``."""
+    head = f"{when.isoformat(sep=' ', timespec='seconds')}: {_TEXT_EVENT[events.event]}: "
+    lines = [f"{head}{_endpoint(family, local, local_port)} -> {_endpoint(family, remote, remote_port)}"
+             for family, local, local_port, remote, remote_port, *_ in _rows(events.rows)]
+    if show_direction:
+        lines = [f"{line} direction={name}"
+                 for line, name in zip(lines, direction_names(events.direction))]
+    return lines
 
 
-def json_lines(rows: np.ndarray, when: datetime, event: str = "new") -> list[str]:
-    """One JSON object per row with the contract's keys (see README)."""
+def _seconds(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 3)
+
+
+def json_lines(events: RowEvents, when: datetime) -> list[str]:
+    """One JSON object per row: the contract's keys (see README), ``direction``,
+    ``pid`` and ``comm`` (null when unknown), and ``duration`` on closed events."""
     stamp = when.isoformat(timespec="seconds")
-    return [
-        json.dumps({
-            "time": stamp, "event": event, "family": family,
-            "local": local, "local_port": local_port,
-            "remote": remote, "remote_port": remote_port,
-            "state": state_name(state), "uid": uid, "inode": inode,
-        })
-        for family, local, local_port, remote, remote_port, state, uid, inode in _events(rows)
-    ]
+    durations = ([None] * len(events) if events.duration is None
+                 else [_seconds(value) for value in events.duration.tolist()])
+    lines = []
+    for (family, local, local_port, remote, remote_port, state, uid, inode), direction, duration in zip(
+            _rows(events.rows), direction_names(events.direction), durations):
+        event = {"time": stamp, "event": events.event, "family": family,
+                 "local": local, "local_port": local_port,
+                 "remote": remote, "remote_port": remote_port,
+                 "state": state_name(state), "uid": uid, "inode": inode,
+                 "direction": direction, "pid": None, "comm": None}
+        if events.event == "closed":
+            event["duration"] = duration
+        lines.append(json.dumps(event))
+    return lines

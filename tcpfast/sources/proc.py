@@ -36,8 +36,9 @@ def _read_into(collector: parsing.RowCollector, path: str, family: int,
 
     The kernel hands /proc files out about a page per read(); reads are
     gathered into a reused chunk, and each full chunk is parsed at once, so
-    the text of a large table is never held whole. When ``stop_reading()``
-    turns true, reading stops after the chunk in hand.
+    the text of a large table is never held whole. ``stop_reading()`` is
+    asked after every read(); once it is true, the lines in hand are parsed
+    and reading stops.
     """
     chunk = bytearray(CHUNK_BYTES)
     filled = 0
@@ -48,11 +49,11 @@ def _read_into(collector: parsing.RowCollector, path: str, family: int,
             got = table.readinto(view[filled:])
             filled += got
             final = got == 0
-            if filled < len(chunk) and not final:
-                continue
             if not final and stop_reading is not None and stop_reading():
                 final, complete = True, False
                 filled = chunk.rfind(b"\n", 0, filled) + 1      # whole lines only
+            if filled < len(chunk) and not final:
+                continue
             consumed = collector.feed(view[:filled], family, final)
             if final:
                 break

@@ -1,0 +1,44 @@
+"""The event model every stage shares: rows of one kind of event, and what was learnt of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .schema import CONNECTION_DTYPE
+from .sources import Snapshot
+
+
+@dataclass(frozen=True)
+class RowEvents:
+    """Rows of one kind of event (``new``, ``closed``), with what was learnt of each."""
+
+    event: str
+    rows: np.ndarray
+    direction: np.ndarray                      # enrich.direction codes
+    duration: np.ndarray | None = None         # seconds seen open; NaN where unknown
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, part: slice) -> RowEvents:
+        return RowEvents(self.event, self.rows[part], self.direction[part],
+                         None if self.duration is None else self.duration[part])
+
+
+def no_rows(event: str) -> RowEvents:
+    """An empty batch of ``event``."""
+    return RowEvents(event, np.empty(0, CONNECTION_DTYPE), np.empty(0, np.uint8),
+                     np.empty(0) if event == "closed" else None)
+
+
+@dataclass(frozen=True)
+class Poll:
+    """What one poll found."""
+
+    time: float                                # time.time() of the poll
+    snapshot: Snapshot
+    first: bool
+    new: RowEvents = field(default_factory=lambda: no_rows("new"))
+    closed: RowEvents = field(default_factory=lambda: no_rows("closed"))

@@ -1,0 +1,41 @@
+"""Writing lines to standard output so that nothing formatted is lost or cut.
+
+Lines go to the file descriptor with ``os.write`` until every byte is out: a
+write that a signal interrupts part-way, or that a slow reader's pipe takes
+only in part, goes on from where it stopped. (Python's own unbuffered stdout,
+``PYTHONUNBUFFERED=1``, drops the rest of such a partial write.)
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class OutputError(Exception):
+    """Standard output cannot be written: a full disk, a closed descriptor, ..."""
+
+
+class LineWriter:
+    """Whole lines, written in full, to one file descriptor."""
+
+    def __init__(self, fd: int = 1) -> None:
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise OutputError("standard output is closed") from None
+        self._fd = fd
+
+    def write(self, lines: list[str]) -> None:
+        """Write ``lines``, each followed by a newline. A reader that has gone
+        raises BrokenPipeError; any other failure OutputError."""
+        if not lines:
+            return
+        data = memoryview(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+        while data:
+            try:
+                written = os.write(self._fd, data)
+            except BrokenPipeError:
+                raise
+            except OSError as error:
+                raise OutputError(error.strerror or str(error)) from None
+            data = data[written:]

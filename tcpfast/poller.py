@@ -1,0 +1,79 @@
+"""One poll from start to end: read the source, find the events, hand them on, say what went wrong.
+
+The loop (``loop.run_every``) calls :meth:`Poller.poll`; the command line only
+wires options to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .events import Poll
+from .sources import Snapshot, read_snapshot
+from .watch import Watcher
+
+Warn = Callable[[str], None]
+
+
+class Poller:
+    """Reads one snapshot per call, turns it into events, passes them to ``emit``.
+
+    A read stops at ``read_timeout`` seconds (None: reads to the end). A poll
+    cut short that way is counted; the first of a run of them is reported
+    once on ``warn``, and so is the first complete poll after them. What a cut
+    poll did not reach is reported by the next poll that reaches it.
+    """
+
+    def __init__(self, watcher: Watcher, emit: Callable[[Poll], None], warn: Warn, *,
+                 proc_root: str = "/proc", read_timeout: float | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> None:
+        self._watcher = watcher
+        self._emit = emit
+        self._warn = warn
+        self._proc_root = proc_root
+        self._read_timeout = read_timeout
+        self._cancelled = cancelled
+        self._expected_rows = 0
+        self.cut_short_polls = 0            # all of them, since the start
+        self._cut_in_a_row = 0
+        self.polls = 0
+
+    @property
+    def where(self) -> str:
+        return f"{self._proc_root}/net/tcp*"
+
+    def read(self) -> Snapshot:
+        """One snapshot of the source, within the read timeout."""
+        started = time.monotonic()
+        deadline = None if self._read_timeout is None else started + self._read_timeout
+        snapshot = read_snapshot(self._proc_root, size_hint=self._expected_rows,
+                                 deadline=deadline, cancelled=self._cancelled)
+        self._expected_rows = len(snapshot.rows)
+        return snapshot
+
+    def poll(self) -> Poll:
+        """Read, diff, emit; OSError from the read propagates (the caller decides)."""
+        snapshot = self.read()
+        self.polls += 1
+        if snapshot.malformed:
+            self._warn(f"skipped {snapshot.malformed} malformed row(s) in {self.where}")
+        self._track_cut_short(snapshot)
+        result = self._watcher.update(snapshot, time.time())
+        self._emit(result)
+        return result
+
+    def _track_cut_short(self, snapshot: Snapshot) -> None:
+        cancelled = self._cancelled is not None and self._cancelled()
+        if not snapshot.complete and not cancelled:
+            self.cut_short_polls += 1
+            self._cut_in_a_row += 1
+            if self._cut_in_a_row == 1:
+                self._warn(f"reading {self.where} took over {self._read_timeout:g} s "
+                           f"(--read-timeout): cut short after {len(snapshot.rows)} rows; "
+                           "connections past the cut are reported when a later poll reaches "
+                           "them (said once until polls complete again)")
+        elif snapshot.complete and self._cut_in_a_row:
+            self._warn(f"reads of {self.where} complete again after "
+                       f"{self._cut_in_a_row} poll(s) cut short")
+            self._cut_in_a_row = 0

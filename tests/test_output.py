@@ -1,0 +1,188 @@
+"""Output that survives what busy hosts do to it: signals while the reader is slow,
+full disks, a closed stdout, a reader that goes away, and stops during start-up."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from kernel_format import Conn, table
+from test_cli import SAMPLE_ROOT
+from test_faults import proc_root
+from watcher_process import WatcherProcess
+
+ROWS = 30_000                                   # JSON lines: ~8 MB, far more than a pipe holds
+CONNS = [Conn("10.1.%d.%d" % divmod(i, 250), 1024 + i % 60000, "10.9.9.9", 443, inode=10 + i)
+         for i in range(ROWS)]
+
+
+@pytest.fixture(scope="module")
+def big_root(tmp_path_factory):
+    return proc_root(tmp_path_factory.mktemp("big"), table(CONNS, 4))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_while_the_reader_is_slow_loses_and_cuts_nothing(big_root, signum):
+    """The Dockerfile runs with PYTHONUNBUFFERED=1: a signal that interrupts a
+    blocked write must not drop the rest of it, nor splice two lines."""
+    read_end, write_end = os.pipe()
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "tcpfast", "--json", "--interval", "60", "--proc-root",
+         str(big_root)], stdout=write_end, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    os.close(write_end)
+    try:
+        time.sleep(1.0)                         # it formats, fills the pipe, blocks in write()
+        watcher.send_signal(signum)
+        time.sleep(0.5)                         # the reader is slow: the signal lands mid-write
+        with os.fdopen(read_end, "rb") as reader:
+            data = reader.read()                # ... then reads it all
+        watcher.wait(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 0, watcher.stderr.read()
+    lines = data.decode().splitlines()
+    assert data.endswith(b"\n")
+    inodes = [json.loads(line)["inode"] for line in lines]   # every line whole
+    assert sorted(inodes) == [c.inode for c in CONNS]        # none lost, none twice
+
+
+def test_a_full_disk_is_an_output_error():
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "tcpfast", "--once", "--proc-root",
+                                 str(SAMPLE_ROOT)], stdout=full, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stderr == "tcpfast: cannot write output: No space left on device\n"
+
+
+def test_a_closed_stdout_is_an_output_error():
+    result = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m tcpfast --once --proc-root "{SAMPLE_ROOT}" >&-'],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stderr == "tcpfast: cannot write output: standard output is closed\n"
+
+
+def test_a_reader_that_goes_away_ends_the_watcher_while_it_waits():
+    """``| head -1`` must end the watcher during its wait, not at its next write
+    (an interval of 10 minutes: the pipeline ends long before it)."""
+    pipeline = (f'"{sys.executable}" -m tcpfast --interval 600 --proc-root "{SAMPLE_ROOT}"'
+                " | head -1; echo status=${PIPESTATUS[0]}")
+    result = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True,
+                            timeout=60)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and "New connection: 0.0.0.0:8089 -> 0.0.0.0:0" in lines[0]
+    assert lines[1] == "status=0" and result.stderr == ""
+
+
+def _loading_numpy(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return "/numpy/" in maps.read()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_while_importing_is_quiet(signum):
+    """A stop while numpy is still importing: exit 0, no traceback. (A signal in
+    the interpreter's own first milliseconds, before any tcpfast code runs, is
+    the interpreter's to handle.)"""
+    process = subprocess.Popen([sys.executable, "-m", "tcpfast", "--interval", "60",
+                                "--proc-root", str(SAMPLE_ROOT)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not _loading_numpy(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (0, "")
+
+
+class SlowTable:
+    """A FIFO in place of /proc/net/tcp that hands out its rows slowly, like the
+    kernel listing a big table: each open delivers the whole table, over ``seconds``."""
+
+    def __init__(self, root, conns, seconds: float) -> None:
+        (root / "net").mkdir(parents=True, exist_ok=True)
+        self.path = root / "net" / "tcp"
+        os.mkfifo(self.path)
+        self.header, *rest = table(conns, 4).splitlines(True)
+        self.pages = [b"".join(rest[i:i + 20]) for i in range(0, len(rest), 20)]
+        self.pause = seconds / len(self.pages)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            try:
+                with open(self.path, "wb", buffering=0) as reader:
+                    reader.write(self.header)
+                    for page in self.pages:
+                        if self.done.is_set():
+                            break
+                        time.sleep(self.pause)
+                        reader.write(page)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self.done.set()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)   # unblock a pending open
+            os.close(fd)
+        except OSError:
+            pass
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def slow_table(tmp_path):
+    tables = []
+
+    def make(conns, seconds):
+        tables.append(SlowTable(tmp_path, conns, seconds))
+        return tmp_path
+
+    yield make
+    for slow in tables:
+        slow.close()
+
+
+def test_once_reads_to_the_end_whatever_the_interval(slow_table):
+    root = slow_table(CONNS[:400], seconds=0.6)
+    result = subprocess.run([sys.executable, "-m", "tcpfast", "--once", "--interval", "0.05",
+                             "--json", "--proc-root", str(root)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert sorted(json.loads(line)["inode"] for line in result.stdout.splitlines()) == [
+        c.inode for c in CONNS[:400]]
+
+
+def test_once_cut_short_by_read_timeout_says_so_and_exits_1(slow_table):
+    root = slow_table(CONNS[:400], seconds=2.0)
+    result = subprocess.run([sys.executable, "-m", "tcpfast", "--once", "--read-timeout", "0.3",
+                             "--json", "--proc-root", str(root)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cut short" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert 0 < len(result.stdout.splitlines()) < 400
+
+
+def test_a_short_interval_misses_nothing(slow_table):
+    """Each read takes longer than the interval: polls run late, none is cut short."""
+    root = slow_table(CONNS[:200], seconds=0.4)
+    watcher = WatcherProcess("--interval", "0.1", "--json", "--proc-root", str(root))
+    try:
+        watcher.wait_until(lambda: len(watcher.out) >= 200)
+        time.sleep(1.0)                                     # more polls: nothing repeated
+        watcher.stop()
+    finally:
+        watcher.kill()
+    assert watcher.process.returncode == 0 and watcher.err == []
+    assert sorted(event["inode"] for event in watcher.events()) == [c.inode for c in CONNS[:200]]
