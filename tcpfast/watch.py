@@ -24,23 +24,32 @@ _TIME_WAIT = STATE_CODES["TIME_WAIT"]
 
 
 @dataclass
-class _Baseline:
-    """The rows the next poll is compared with, and what is known of each."""
+class _Known:
+    """Rows of connections, and what is known of each."""
 
     rows: np.ndarray
     first_seen: np.ndarray      # time.time() of the first poll that saw it; NaN: before the start
     direction: np.ndarray
     reported: np.ndarray        # reported as new (or present in a chosen state at the start)
-    ghost: np.ndarray           # gone at the last poll, kept one poll to recognise a missed read
-
-    def take(self, index: np.ndarray) -> _Baseline:
-        return _Baseline(self.rows[index], self.first_seen[index], self.direction[index],
-                         self.reported[index], self.ghost[index])
 
     @staticmethod
-    def join(*parts: _Baseline) -> _Baseline:
-        return _Baseline(*(np.concatenate([getattr(p, name) for p in parts])
-                           for name in ("rows", "first_seen", "direction", "reported", "ghost")))
+    def fresh(rows: np.ndarray, now: float, direction: np.ndarray) -> _Known:
+        return _Known(rows, np.full(len(rows), now), direction, np.zeros(len(rows), dtype=bool))
+
+    def take(self, which: np.ndarray) -> _Known:
+        return _Known(self.rows[which], self.first_seen[which], self.direction[which],
+                      self.reported[which])
+
+    def carry(self, into: np.ndarray, at: np.ndarray, result: _Known) -> None:
+        """Copy what is known of rows ``at`` to ``result``'s rows ``into``."""
+        result.first_seen[into] = self.first_seen[at]
+        result.direction[into] = self.direction[at]
+        result.reported[into] = self.reported[at]
+
+    @staticmethod
+    def join(*parts: _Known) -> _Known:
+        return _Known(*(np.concatenate([getattr(part, name) for part in parts])
+                        for name in ("rows", "first_seen", "direction", "reported")))
 
 
 class Watcher:
@@ -52,14 +61,15 @@ class Watcher:
       with another socket inode (closed and reopened), or there in a state not
       chosen (SYN_RECV, then ESTABLISHED under ``--state established``).
     - Closed: a connection seen with a socket inode whose socket is gone: its
-      key is absent, or listed only without an inode (TIME_WAIT after an
-      active close; FIN_WAIT2 once its owner exited). Reported once, with how
-      long it was seen open; only for connections that were reported.
+      key is absent, or listed only without an inode (TIME_WAIT after an active
+      close; FIN_WAIT2 once its owner exited). Reported once, with how long it
+      was seen open; only for connections that were reported.
     - A poll cut short (``snapshot.complete`` false) may lack rows of live
       connections: they stay in the baseline and none of them is closed; the
       next poll that lists a connection it did not see reports it.
-    - A socket one poll misses and the next lists again (same key and inode:
-      a read or dump is not atomic under churn) is not new.
+    - A socket one poll misses and the next lists again (the same key and the
+      same inode: a read or a dump is not atomic under churn) is not new: what
+      vanished is kept for one more poll to recognise it.
     """
 
     def __init__(self, states: Collection[int] | None = None, *, skip_existing: bool = False,
@@ -67,7 +77,8 @@ class Watcher:
         self._states = np.array(sorted(states), dtype=np.uint8) if states else None
         self._skip_existing = skip_existing
         self._ephemeral = ephemeral
-        self._baseline: _Baseline | None = None
+        self._known: _Known | None = None
+        self._vanished: _Known | None = None      # gone at the last poll
 
     def _chosen(self, rows: np.ndarray) -> np.ndarray:
         if self._states is None:
@@ -79,43 +90,53 @@ class Watcher:
         (none with ``skip_existing``)."""
         rows = snapshot.rows
         chosen = self._chosen(rows)
-        if self._baseline is None:
+        if self._known is None or self._vanished is None:
             direction = directions(rows, ephemeral=self._ephemeral)
-            self._baseline = _Baseline(rows, np.full(len(rows), math.nan), direction, chosen,
-                                       np.zeros(len(rows), dtype=bool))
+            self._known = _Known(rows, np.full(len(rows), math.nan), direction, chosen)
+            self._vanished = self._known.take(np.zeros(len(rows), dtype=bool))
             new = np.zeros(len(rows), dtype=bool) if self._skip_existing else chosen
             return Poll(now, snapshot, True, RowEvents("new", rows[new], direction[new]))
-        before = self._baseline
+        before, vanished = self._known, self._vanished
+        current = _Known.fresh(rows, now, np.empty(len(rows), dtype=np.uint8))
         index = keys.match(rows, before.rows)
         seen = index >= 0
-        at = index[seen]
-        # A ghost counts only as the very same socket: the same non-zero inode.
-        same_ghost = (rows["inode"][seen] == before.rows["inode"][at]) & (rows["inode"][seen] != 0)
-        seen[seen] = ~before.ghost[at] | same_ghost
-        at = index[seen]
-        current = _Baseline(rows, np.full(len(rows), now), np.empty(len(rows), np.uint8),
-                            np.zeros(len(rows), dtype=bool), np.zeros(len(rows), dtype=bool))
-        current.first_seen[seen] = before.first_seen[at]
-        current.direction[seen] = before.direction[at]
-        current.direction[~seen] = directions(rows[~seen], listeners=rows,
-                                              ephemeral=self._ephemeral)
-        current.reported[seen] = before.reported[at]
+        before.carry(seen, index[seen], current)
+        back = self._back_from_a_missed_read(rows, ~seen, vanished)
+        vanished.carry(~seen & (back >= 0), back[back >= 0], current)
+        unknown = ~seen & (back < 0)
+        current.direction[unknown] = directions(rows[unknown], listeners=rows,
+                                                ephemeral=self._ephemeral)
         new = chosen & ~current.reported
         current.reported |= chosen
 
         listed = np.zeros(len(before.rows), dtype=bool)      # some row of this poll is it
-        listed[at] = True
+        listed[index[seen]] = True
         alive = np.zeros(len(before.rows), dtype=bool)       # ... and still has a socket
         alive[index[seen & (rows["inode"] != 0)]] = True
-        ended = ~alive & ~before.ghost & (before.rows["inode"] != 0)
+        ended = ~alive & (before.rows["inode"] != 0)
         carried = np.zeros(len(before.rows), dtype=bool)
         if not snapshot.complete:   # what the read did not reach is still open, as far as we know
-            carried = ~listed & ~before.ghost
+            carried = ~listed
             ended &= listed
         closed = ended & before.reported
-        ghosts = before.take(ended)
-        ghosts.ghost[:] = True
-        self._baseline = _Baseline.join(current, before.take(carried), ghosts)
+        self._known = _Known.join(current, before.take(carried))
+        self._vanished = before.take(ended)
         return Poll(now, snapshot, False, RowEvents("new", rows[new], current.direction[new]),
                     RowEvents("closed", before.rows[closed], before.direction[closed],
                               now - before.first_seen[closed]))
+
+    @staticmethod
+    def _back_from_a_missed_read(rows: np.ndarray, candidates: np.ndarray,
+                                 vanished: _Known) -> np.ndarray:
+        """For each row, the index of the vanished row that is the very same
+        socket (the same key and the same non-zero inode), or -1."""
+        back = np.full(len(rows), -1, dtype=np.int64)
+        if not len(vanished.rows) or not candidates.any():
+            return back
+        which = np.flatnonzero(candidates)
+        index = keys.match(rows[which], vanished.rows)
+        found = index >= 0
+        inode = rows["inode"][which[found]]
+        same = (inode != 0) & (inode == vanished.rows["inode"][index[found]])
+        back[which[found][same]] = index[found][same]
+        return back

@@ -1,0 +1,137 @@
+"""The loop: cadence on a monotonic schedule, and a real watcher process on loopback."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from tcpfast.loop import run_every
+
+
+class FakeTime:
+    """A clock that only moves when the loop sleeps or a poll takes time."""
+
+    def __init__(self, poll_costs):
+        self.now = 1000.0
+        self.poll_costs = list(poll_costs)
+        self.poll_starts = []
+        self.requested = False
+
+    def clock(self):
+        return self.now
+
+    def poll(self):
+        self.poll_starts.append(self.now)
+        self.now += self.poll_costs.pop(0)
+
+    def wait(self, seconds):
+        assert seconds > 0
+        self.now += seconds
+        return not self.poll_costs
+
+
+def test_polls_start_on_the_schedule_whatever_each_poll_costs():
+    fake = FakeTime([0.3, 0.05, 0.9, 0.0, 0.2])
+    run_every(1.0, fake.poll, fake, clock=fake.clock)
+    assert fake.poll_starts == [1000.0, 1001.0, 1002.0, 1003.0, 1004.0]
+
+
+def test_a_poll_slower_than_the_interval_skips_ahead_instead_of_bursting():
+    fake = FakeTime([0.1, 2.5, 0.1, 0.1])
+    run_every(1.0, fake.poll, fake, clock=fake.clock)
+    assert fake.poll_starts == [1000.0, 1001.0, 1004.0, 1005.0]
+
+
+class LineReader:
+    """Collects a process's stdout lines in a thread, so the test can wait for one."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, predicate, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(predicate(json.loads(line)) for line in list(self.lines)):
+            assert time.monotonic() < deadline, "the watcher did not report in time"
+            time.sleep(0.05)
+
+    def events(self) -> list[dict]:
+        self._thread.join(timeout=10)
+        return [json.loads(line) for line in self.lines]
+
+
+def test_watcher_reports_new_loopback_connections_once_and_stops_on_sigterm():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        port = server.getsockname()[1]
+        sockets = [socket.create_connection(("127.0.0.1", port))]   # there before the start
+        sockets.append(server.accept()[0])
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "tcpfast", "--interval", "0.2", "--json",
+             "--state", "established"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            reader = LineReader(watcher.stdout)
+            reader.wait_for(lambda e: e["local_port"] == sockets[0].getsockname()[1])
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+            sockets += clients + [server.accept()[0] for _ in clients]
+            last = clients[-1].getsockname()[1]
+            reader.wait_for(lambda e: (e["local_port"], e["remote_port"]) == (port, last))
+            time.sleep(0.6)                                  # a few more polls: no repeats
+            expected = sorted((s.getsockname()[1], s.getpeername()[1]) for s in sockets)
+            watcher.send_signal(signal.SIGTERM)
+            watcher.wait(timeout=10)
+            err = watcher.stderr.read()
+        finally:
+            watcher.kill()
+            for sock in sockets:
+                sock.close()
+    assert watcher.returncode == 0, err
+    events = reader.events()
+    ours = sorted((e["local_port"], e["remote_port"]) for e in events
+                  if port in (e["local_port"], e["remote_port"]))
+    assert ours == expected                                  # each exactly once
+    assert all(e["uid"] == os.getuid() for e in events if e["local_port"] == port)
+
+
+class CountedStops:
+    """Stops run_every after ``polls`` polls; sleeps for real in between."""
+
+    def __init__(self, polls: int) -> None:
+        self.left = polls
+        self.requested = False
+
+    def wait(self, seconds: float) -> bool:
+        self.left -= 1
+        if self.left <= 0:
+            return True
+        time.sleep(seconds)
+        return False
+
+
+def test_a_hundred_real_polls_do_not_drift():
+    """Each poll costs 5 ms of a 20 ms interval: a loop sleeping a fixed interval
+    after each poll would end 500 ms late; on the schedule, lateness stays flat
+    (the bound leaves room for a busy shared machine)."""
+    interval, starts = 0.020, []
+
+    def poll():
+        starts.append(time.monotonic())
+        time.sleep(0.005)
+
+    run_every(interval, poll, CountedStops(100))
+    lateness = [start - (starts[0] + k * interval) for k, start in enumerate(starts)]
+    assert len(starts) == 100
+    assert min(lateness) >= 0
+    first, last = sorted(lateness[:20])[10], sorted(lateness[-20:])[10]
+    assert last - first < 2 * interval, f"lateness grew from {first:.4f} s to {last:.4f} s"
