@@ -7,7 +7,6 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-
 # The parser's small field readers must be inlined into its line loop to be fast.
 OPTIMIZE = ["-O3", "--param=max-inline-insns-single=1000", "--param=inline-unit-growth=400"]
 

@@ -288,7 +288,7 @@ def _worker_main(spec_json: str) -> int:
                 listener = _listen(host, sockets)
                 _connect_pairs(listener, count, sockets, deadline)
                 addresses.append(listener.getsockname()[:2])
-        except Exception:   # noqa: BLE001 - whatever failed, the parent must hear of it
+        except Exception:
             _report({"error": traceback.format_exc()})
             return 1
         _report({"ready": addresses})

@@ -9,11 +9,11 @@ the kernel lists them (hash buckets in order, new sockets at a bucket's head);
 import numpy as np
 import pytest
 
+from benchmarks.tables import table
 from tcpfast import CONNECTION_DTYPE, new_connections
 from tcpfast.decode import parsing
 from tcpfast.diff import keys
 from tcpfast.diff.keys import KEY_MASK, row_words
-from benchmarks.tables import table
 
 
 def churned(rows: int, order: str, churn: float = 0.01):

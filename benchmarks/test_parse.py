@@ -5,9 +5,9 @@ ns per row = median / rows; the groups put the three side by side per size.
 
 import pytest
 
-from tcpfast.decode import parsing, pureparse
 from benchmarks import naive
 from benchmarks.tables import table
+from tcpfast.decode import parsing, pureparse
 
 try:
     from tcpfast.decode import _parse

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from tcpfast import new_connections, read_snapshot, snapshot
 from benchmarks.loadgen import LoadGenerator
+from tcpfast import new_connections, read_snapshot, snapshot
 
 SIZES = [10_000, 100_000]
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from tcpfast import new_connections, read_snapshot, snapshot
-from tcpfast.decode import parsing, pureparse
 from benchmarks import naive
 from benchmarks.tables import table
 from benchmarks.test_poll import bare_read
+from tcpfast import new_connections, read_snapshot, snapshot
+from tcpfast.decode import parsing, pureparse
 
 try:
     from tcpfast.decode import _parse

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of the parsers with atheris (``pip install '.[fuzz]'``).
+"""Coverage-guided fuzzing of the parsers with atheris (``pip install --group fuzz``).
 
 Every input runs through the compiled and the pure-Python parser, with a
 family, a ``final`` flag and an output size taken from its first bytes; any
@@ -16,8 +16,7 @@ import numpy as np
 
 with atheris.instrument_imports():
     from tcpfast import CONNECTION_DTYPE
-from tcpfast.decode import pureparse
-from tcpfast.decode import _parse
+from tcpfast.decode import _parse, pureparse
 
 
 def run(parse_into, data: bytes, family: int, final: bool, room: int):

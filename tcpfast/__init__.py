@@ -17,12 +17,19 @@ TYPE_CHECKING = False   # not typing's: importing typing would take a while
 if TYPE_CHECKING:       # the same names, for type checkers and editors
     from typing import Any
 
-    from .backend import ACCELERATED
-    from .decode.parsing import MalformedRowsWarning, parse, parse_pure
-    from .diff.changes import closed_connections, new_connections
-    from .enrich.direction import DIRECTION_NAMES, directions
-    from .schema import CONNECTION_DTYPE, STATE_NAMES
-    from .sources.proc import Snapshot, read_snapshot, snapshot
+    from .backend import ACCELERATED as ACCELERATED
+    from .decode.parsing import MalformedRowsWarning as MalformedRowsWarning
+    from .decode.parsing import parse as parse
+    from .decode.parsing import parse_pure as parse_pure
+    from .diff.changes import closed_connections as closed_connections
+    from .diff.changes import new_connections as new_connections
+    from .enrich.direction import DIRECTION_NAMES as DIRECTION_NAMES
+    from .enrich.direction import directions as directions
+    from .schema import CONNECTION_DTYPE as CONNECTION_DTYPE
+    from .schema import STATE_NAMES as STATE_NAMES
+    from .sources.proc import Snapshot as Snapshot
+    from .sources.proc import read_snapshot as read_snapshot
+    from .sources.proc import snapshot as snapshot
 
 __version__ = "0.2.0"
 

@@ -13,7 +13,7 @@ import os
 import warnings
 from types import ModuleType
 
-from .schema import CONNECTION_DTYPE
+from .schema import CONNECTION_DTYPE, FIELD_OFFSETS
 
 _YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
@@ -35,8 +35,7 @@ COMPILED_MODULES = {"_parse": "tcpfast.decode._parse", "_keys": "tcpfast.diff._k
 
 def _check_layout(parse_module: ModuleType) -> None:
     size, offsets = parse_module.row_layout()
-    expected = {name: CONNECTION_DTYPE.fields[name][1] for name in CONNECTION_DTYPE.names}
-    if size != CONNECTION_DTYPE.itemsize or offsets != expected:
+    if size != CONNECTION_DTYPE.itemsize or offsets != FIELD_OFFSETS:
         raise ImportError(f"tcpfast.decode._parse was built for another row layout ({size} bytes, "
                           f"{offsets}): rebuild it with 'pip install .'")
 

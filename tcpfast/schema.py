@@ -29,6 +29,9 @@ CONNECTION_DTYPE = np.dtype(
     align=True,
 )
 
+#: Each field's byte offset in a row.
+FIELD_OFFSETS: dict[str, int] = {name: spec[1] for name, spec in (CONNECTION_DTYPE.fields or {}).items()}
+
 #: The kernel's TCP states as /proc prints them (include/net/tcp_states.h).
 STATE_NAMES: dict[int, str] = {
     0x01: "ESTABLISHED",

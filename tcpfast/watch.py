@@ -16,7 +16,7 @@ import numpy as np
 
 from .diff import keys
 from .enrich.direction import DEFAULT_EPHEMERAL_PORTS, directions
-from .events import Poll, RowEvents, no_rows
+from .events import Poll, RowEvents
 from .schema import STATE_CODES
 from .sources import Snapshot
 

@@ -1,8 +1,8 @@
 import importlib
 
+import private_netns
 import pytest
 
-import private_netns
 from tcpfast import backend
 from tcpfast.decode import pureparse
 

@@ -3,13 +3,13 @@
 import ipaddress
 
 import numpy as np
+from conftest import COMPILED_PARSE_INTO, needs_compiled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kernel_format import Conn, table
 
 from tcpfast import CONNECTION_DTYPE
 from tcpfast.decode import pureparse
-from conftest import COMPILED_PARSE_INTO, needs_compiled
-from kernel_format import Conn, table
 
 pytestmark = needs_compiled
 
@@ -123,5 +123,5 @@ def test_every_single_edit_of_a_row_agrees():
         line = table([conn], family).splitlines()[1]
         edits = list(single_edits(line))
         data = b"\n".join(edits)
-        rows_bytes, end, consumed, malformed = both(data, family, True)
+        _, end, consumed, malformed = both(data, family, True)
         assert consumed == len(data) and malformed > 0 and end - 1 > 0

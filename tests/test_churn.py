@@ -8,7 +8,6 @@ import struct
 import time
 
 import pytest
-
 from test_live import FAMILIES
 from watcher_process import WatcherProcess
 
@@ -100,10 +99,11 @@ def test_churn_is_reported_exactly_once_per_connection(af, host, family):
     ours = [e for e in watcher.events() if port in (e["local_port"], e["remote_port"])]
     seen = [key(e) for e in ours]
     truth = {(e["family"], e["local"], e["remote"], e["inode"]): e for e in ledger.entries}
-    truth_keys = {(f, tuple(l), tuple(r), i) for f, l, r, i in truth}
+    truth_keys = {(f, tuple(local), tuple(remote), i) for f, local, remote, i in truth}
     assert len(seen) == len(set(seen)), "a connection was reported twice"
     assert set(seen) <= truth_keys, "reported something the test did not open"
-    long_lived = {(f, tuple(l), tuple(r), i) for (f, l, r, i), e in truth.items() if e["long"]}
+    long_lived = {(f, tuple(local), tuple(remote), i)
+                  for (f, local, remote, i), e in truth.items() if e["long"]}
     assert long_lived <= set(seen), "a connection open across a whole poll was missed"
     # The reopened 4-tuple: reported twice in all, once per inode.
     reopened = [k for k in seen if reopen_port in (k[1][1], k[2][1])]

@@ -4,7 +4,6 @@ The tests run in a private network namespace (conftest), so the only sockets
 are the tests' own.
 """
 
-import json
 import multiprocessing
 import socket
 import struct
@@ -12,6 +11,8 @@ import time
 
 import numpy as np
 import pytest
+from test_live import NO_IPV6
+from watcher_process import WatcherProcess
 
 from tcpfast import DIRECTION_NAMES, directions, snapshot
 from tcpfast.enrich.direction import ephemeral_ports
@@ -19,8 +20,6 @@ from tcpfast.outputs.report import address_text
 from tcpfast.schema import CONNECTION_DTYPE, STATE_CODES
 from tcpfast.sources import Snapshot
 from tcpfast.watch import Watcher
-from test_live import NO_IPV6
-from watcher_process import WatcherProcess
 
 
 def endpoint_of(row) -> tuple[str, int]:
@@ -165,10 +164,12 @@ class Polls:
 
     def __call__(self):
         result = self.watcher.update(Snapshot(snapshot()), time.time())
-        ours = (lambda rows: (rows["local_port"] == self.port) | (rows["remote_port"] == self.port))
-        return (result.new.rows[ours(result.new.rows)],
-                result.closed.rows[ours(result.closed.rows)],
-                result.closed.duration[ours(result.closed.rows)])
+        new, closed = result.new.rows, result.closed.rows
+        return (new[self.ours(new)], closed[self.ours(closed)],
+                result.closed.duration[self.ours(closed)])
+
+    def ours(self, rows: np.ndarray) -> np.ndarray:
+        return (rows["local_port"] == self.port) | (rows["remote_port"] == self.port)
 
 
 def ends(rows: np.ndarray) -> set[tuple[int, int]]:

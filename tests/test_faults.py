@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from kernel_format import Conn, table
 from test_cli import SAMPLE_ROOT, tcpfast
 from watcher_process import WatcherProcess

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from kernel_format import Conn, table
 from test_cli import SAMPLE_ROOT
 from test_faults import proc_root

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kernel_format import Conn, row_line, table
 
 import tcpfast
 from tcpfast import CONNECTION_DTYPE
-from kernel_format import Conn, row_line, table
 
 DATA = Path(__file__).parent / "data" / "proc" / "net"
 
@@ -137,7 +137,7 @@ def test_a_line_cut_mid_address_then_completed_parses_once(parse_into):
     cut = data.rfind(b"0100007F") + 4
     out = np.empty(8, dtype=CONNECTION_DTYPE)
     end, consumed, bad = parse_into(data[:cut], 4, out, 0, False)
-    end, rest, bad2 = parse_into(data[consumed:], 4, out, end, True)
+    end, _, bad2 = parse_into(data[consumed:], 4, out, end, True)
     assert out[:end]["inode"].tolist() == [5, 6] and bad == bad2 == 0
 
 

@@ -10,8 +10,8 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-
 from kernel_format import Conn, table
+
 from tcpfast.outputs import report
 from tcpfast.sources import read_snapshot
 from tcpfast.watch import Watcher

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from kernel_format import Conn, table
 
 import tcpfast
 from tcpfast.sources import proc as source
-from kernel_format import Conn, table
 
 
 def write_tables(root, v4: bytes, v6: bytes | None = None):
@@ -37,7 +37,7 @@ def test_snapshot_folds_a_row_listed_twice_and_reads_both_families(tmp_path):
     v6 = table([Conn("::1", 22, "::1", 50000, inode=99)], 6)
     result = tcpfast.read_snapshot(write_tables(tmp_path, v4, v6))
     assert (len(result.rows), result.duplicates, result.malformed) == (11, 2, 0)
-    assert result.rows["inode"].tolist() == list(range(1, 11)) + [99]
+    assert result.rows["inode"].tolist() == [*range(1, 11), 99]
     assert tcpfast.snapshot(str(tmp_path)).tobytes() == result.rows.tobytes()
 
 

@@ -1,11 +1,11 @@
 """The watcher's rules for new and closed connections, poll by poll, on made-up rows."""
 
 import numpy as np
+from test_diff import rows_of
 
 from tcpfast.schema import STATE_CODES
 from tcpfast.sources import Snapshot
 from tcpfast.watch import Watcher
-from test_diff import rows_of
 
 EST, SYN_RECV, TIME_WAIT = STATE_CODES["ESTABLISHED"], STATE_CODES["SYN_RECV"], STATE_CODES["TIME_WAIT"]
 

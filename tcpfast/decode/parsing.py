@@ -8,10 +8,10 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import backend
-from . import pureparse
 from ..schema import CONNECTION_DTYPE
+from . import pureparse
 
-ParseInto = Callable[[bytes, int, np.ndarray, int, bool], "tuple[int, int, int]"]
+ParseInto = Callable[[bytes | memoryview, int, np.ndarray, int, bool], "tuple[int, int, int]"]
 
 
 class MalformedRowsWarning(UserWarning):

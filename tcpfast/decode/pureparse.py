@@ -80,7 +80,7 @@ for _digit in b"0123456789":
     _HEX_VALUE[_digit] = _digit - ord("0")
 for _digit in b"ABCDEF":
     _HEX_VALUE[_digit] = _HEX_VALUE[_digit + 32] = _digit - ord("A") + 10
-_BIG_ENDIAN = {1: np.dtype(np.uint8), 2: np.dtype(">u2"), 4: np.dtype(">u4")}
+_BIG_ENDIAN: dict[int, np.dtype] = {1: np.dtype(np.uint8), 2: np.dtype(">u2"), 4: np.dtype(">u4")}
 
 
 def _hex_column(nibbles: np.ndarray, offset: int, width: int) -> np.ndarray:
@@ -116,7 +116,7 @@ def _decode_other(fields: list[bytes], family: int, rows: np.ndarray) -> None:
     pattern = _FIELDS[family]
     for row, text in zip(rows, fields):
         (local, local_port, remote, remote_port, state, tx_queue, rx_queue, timer,
-         retransmits) = pattern.fullmatch(text).groups()
+         retransmits) = pattern.fullmatch(text).groups()  # type: ignore[union-attr]  # _ROW matched it
         for name, address in (("local_addr", local), ("remote_addr", remote)):
             words = (int(address[i:i + 8], 16) for i in range(0, len(address), 8))
             row[name] = np.frombuffer(b"".join(w.to_bytes(4, sys.byteorder) for w in words)
@@ -197,7 +197,7 @@ def _row_line_start(text: bytes, family: int, index: int) -> int:
     return len(text)
 
 
-def parse_into(data: bytes, family: int, out: np.ndarray, start: int,
+def parse_into(data: bytes | memoryview, family: int, out: np.ndarray, start: int,
                final: bool) -> tuple[int, int, int]:
     """Parse the lines of ``data`` into ``out[start:]`` until either runs out.
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..schema import CONNECTION_DTYPE
+from ..schema import CONNECTION_DTYPE, FIELD_OFFSETS
 
 _ROW_WORDS = CONNECTION_DTYPE.itemsize // 8
-_INODE_WORD = CONNECTION_DTYPE.fields["inode"][1] // 8
+_INODE_WORD = FIELD_OFFSETS["inode"] // 8
 #: Word 4 holds the ports, the family, the state and the timer: keep ports and family.
 KEY_MASK = np.frombuffer(b"\xff" * 5 + b"\x00" * 3, dtype=np.uint64)[0]
 _MULTIPLIERS = np.array(

@@ -11,8 +11,8 @@ from datetime import datetime
 import numpy as np
 
 from ..enrich.direction import direction_names
-from ..schema import state_name
 from ..events import RowEvents
+from ..schema import state_name
 
 _ADDRESS_BYTES = {4: 4, 6: 16}
 _ADDRESS_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
