@@ -111,9 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "time-wait (default: every state but TIME_WAIT, which is what "
                              "is left of a closed connection)")
     parser.add_argument("--events", type=_events, default=("new",), metavar="KIND[,KIND...]",
-                        help="which events to print: new, closed (a connection's socket "
-                             "is gone; its line says how long it was open) "
-                             "(default: new)")
+                        help="which events to print: new, closed (the connection's socket "
+                             "is gone; JSON lines say how long it was open) (default: new)")
     parser.add_argument("--json", action="store_true",
                         help="print JSON lines: time, event, family, local, local_port, "
                              "remote, remote_port, state, uid, inode, direction, pid, "
