@@ -1,10 +1,13 @@
 """Run the test session in a network namespace of its own, so that other
 processes' sockets neither slow the tests nor change their results.
 
-As root: unshare(CLONE_NEWNET). Otherwise: a user namespace with a network
-namespace, where the kernel allows one (our uid maps to itself). Then the
-loopback interface is brought up. Where neither works, the tests run in the
-current namespace and the session header says so.
+As root: unshare(CLONE_NEWNET) twice: the first namespace's
+``net.ipv4.tcp_child_ehash_entries`` gives the second a socket hash table of
+its own, so reading its /proc/net/tcp walks only its own buckets, whatever
+the host holds (the host's setting is never touched). Otherwise: a user
+namespace with a network namespace, where the kernel allows one (our uid maps
+to itself). Then the loopback interface is brought up. Where neither works,
+the tests run in the current namespace and the session header says so.
 """
 
 from __future__ import annotations
@@ -44,14 +47,28 @@ def _loopback_up() -> None:
         fcntl.ioctl(control, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-def enter() -> str:
-    """Move this process into a private network namespace; says where the tests run."""
+def _own_hash_table(entries: int) -> bool:
+    """Make the next network namespace this one makes get its own socket hash table."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_child_ehash_entries", "w") as sysctl:
+            sysctl.write(str(entries))
+        return True
+    except OSError:                    # kernels before 6.1 have no such setting
+        return False
+
+
+def enter(hash_entries: int = 1 << 14) -> str:
+    """Move this process into a private network namespace; says where the tests run.
+    ``hash_entries``: the size of its own socket hash table, where it can have one."""
     if os.environ.get("TCPFAST_TEST_NETNS") == "host":
         return "the current one (TCPFAST_TEST_NETNS=host)"
     try:
         if os.geteuid() == 0:
             _unshare(CLONE_NEWNET)
             how = "private (unshare as root)"
+            if _own_hash_table(hash_entries):
+                _unshare(CLONE_NEWNET)
+                how = f"private (unshare as root, its own {hash_entries}-bucket socket hash table)"
         else:
             uid, gid = os.getuid(), os.getgid()
             _unshare(CLONE_NEWUSER | CLONE_NEWNET)
