@@ -12,6 +12,7 @@ from benchmarks.tables import table
 from benchmarks.test_poll import bare_read
 from tcpfast import new_connections, read_snapshot, snapshot
 from tcpfast.decode import parsing, pureparse
+from tcpfast.watch import Watcher
 
 try:
     from tcpfast.decode import _parse
@@ -66,13 +67,17 @@ def test_p2_poll_against_bare_read(benchmark, live_100k):
     benchmark.extra_info["rows"] = live_100k
     previous_tcp = read_snapshot(families=(4,)).rows
     previous = read_snapshot().rows
+    watcher = Watcher()                      # the command's poll: new, closed, directions
+    watcher.update(read_snapshot(), time.time())
     medians = interleaved(
         benchmark, 20,
         poll_tcp=lambda: new_connections(previous_tcp, read_snapshot(families=(4,)).rows),
         bare_tcp=lambda: bare_read("/proc/net/tcp"),
         poll_both=lambda: new_connections(previous, read_snapshot().rows),
+        watch_both=lambda: watcher.update(read_snapshot(), time.time()),
         bare_both=lambda: bare_read("/proc/net/tcp", "/proc/net/tcp6"))
-    report(benchmark, medians, [("poll_tcp", "bare_tcp"), ("poll_both", "bare_both")])
+    report(benchmark, medians, [("poll_tcp", "bare_tcp"), ("poll_both", "bare_both"),
+                                ("watch_both", "bare_both"), ("watch_both", "poll_both")])
 
 
 def test_p3_snapshot_against_psutil(benchmark, live_100k):

@@ -23,33 +23,26 @@ from .sources import Snapshot
 _TIME_WAIT = STATE_CODES["TIME_WAIT"]
 
 
+_COLUMNS = ("rows", "inode", "first_seen", "direction", "reported")
+
+
 @dataclass
 class _Known:
-    """Rows of connections, and what is known of each."""
+    """Rows of connections, and what is known of each, as contiguous columns."""
 
     rows: np.ndarray
+    inode: np.ndarray           # rows["inode"], contiguous: read several times a poll
     first_seen: np.ndarray      # time.time() of the first poll that saw it; NaN: before the start
     direction: np.ndarray
     reported: np.ndarray        # reported as new (or present in a chosen state at the start)
 
-    @staticmethod
-    def fresh(rows: np.ndarray, now: float, direction: np.ndarray) -> _Known:
-        return _Known(rows, np.full(len(rows), now), direction, np.zeros(len(rows), dtype=bool))
-
     def take(self, which: np.ndarray) -> _Known:
-        return _Known(self.rows[which], self.first_seen[which], self.direction[which],
-                      self.reported[which])
-
-    def carry(self, into: np.ndarray, at: np.ndarray, result: _Known) -> None:
-        """Copy what is known of rows ``at`` to ``result``'s rows ``into``."""
-        result.first_seen[into] = self.first_seen[at]
-        result.direction[into] = self.direction[at]
-        result.reported[into] = self.reported[at]
+        return _Known(*(getattr(self, name)[which] for name in _COLUMNS))
 
     @staticmethod
     def join(*parts: _Known) -> _Known:
         return _Known(*(np.concatenate([getattr(part, name) for part in parts])
-                        for name in ("rows", "first_seen", "direction", "reported")))
+                        for name in _COLUMNS))
 
 
 class Watcher:
@@ -89,54 +82,60 @@ class Watcher:
         """This poll's events; on the first poll every current connection is new
         (none with ``skip_existing``)."""
         rows = snapshot.rows
+        inode = np.ascontiguousarray(rows["inode"])
         chosen = self._chosen(rows)
         if self._known is None or self._vanished is None:
             direction = directions(rows, ephemeral=self._ephemeral)
-            self._known = _Known(rows, np.full(len(rows), math.nan), direction, chosen)
+            self._known = _Known(rows, inode, np.full(len(rows), math.nan), direction, chosen)
             self._vanished = self._known.take(np.zeros(len(rows), dtype=bool))
             new = np.zeros(len(rows), dtype=bool) if self._skip_existing else chosen
             return Poll(now, snapshot, True, RowEvents("new", rows[new], direction[new]))
-        before, vanished = self._known, self._vanished
-        current = _Known.fresh(rows, now, np.empty(len(rows), dtype=np.uint8))
+        before = self._known
         index = keys.match(rows, before.rows)
         seen = index >= 0
-        before.carry(seen, index[seen], current)
-        back = self._back_from_a_missed_read(rows, ~seen, vanished)
-        vanished.carry(~seen & (back >= 0), back[back >= 0], current)
-        unknown = ~seen & (back < 0)
-        current.direction[unknown] = directions(rows[unknown], listeners=rows,
-                                                ephemeral=self._ephemeral)
+        # What is known of each row: gathered from the row it matched (most of them) ...
+        if len(before.rows):
+            gather = np.where(seen, index, 0)
+            current = _Known(rows, inode, before.first_seen[gather], before.direction[gather],
+                             before.reported[gather] & seen)
+        else:
+            current = _Known(rows, inode, np.empty(len(rows)), np.empty(len(rows), np.uint8),
+                             np.zeros(len(rows), dtype=bool))
+        unseen = np.flatnonzero(~seen)
+        if len(unseen):             # ... or from a missed read, or found now
+            current.first_seen[unseen] = now
+            back = self._back_from_a_missed_read(rows[unseen], inode[unseen])
+            found = back >= 0
+            for name in ("first_seen", "direction", "reported"):
+                getattr(current, name)[unseen[found]] = getattr(self._vanished, name)[back[found]]
+            fresh = unseen[~found]
+            current.direction[fresh] = directions(rows[fresh], listeners=rows,
+                                                  ephemeral=self._ephemeral)
         new = chosen & ~current.reported
         current.reported |= chosen
 
         listed = np.zeros(len(before.rows), dtype=bool)      # some row of this poll is it
         listed[index[seen]] = True
         alive = np.zeros(len(before.rows), dtype=bool)       # ... and still has a socket
-        alive[index[seen & (rows["inode"] != 0)]] = True
-        ended = ~alive & (before.rows["inode"] != 0)
-        carried = np.zeros(len(before.rows), dtype=bool)
-        if not snapshot.complete:   # what the read did not reach is still open, as far as we know
-            carried = ~listed
+        alive[index[seen & (inode != 0)]] = True
+        ended = ~alive & (before.inode != 0)
+        if snapshot.complete:
+            self._known = current
+        else:           # what the read did not reach is still open, as far as we know
             ended &= listed
+            self._known = _Known.join(current, before.take(~listed))
         closed = ended & before.reported
-        self._known = _Known.join(current, before.take(carried))
         self._vanished = before.take(ended)
         return Poll(now, snapshot, False, RowEvents("new", rows[new], current.direction[new]),
                     RowEvents("closed", before.rows[closed], before.direction[closed],
                               now - before.first_seen[closed]))
 
-    @staticmethod
-    def _back_from_a_missed_read(rows: np.ndarray, candidates: np.ndarray,
-                                 vanished: _Known) -> np.ndarray:
+    def _back_from_a_missed_read(self, rows: np.ndarray, inode: np.ndarray) -> np.ndarray:
         """For each row, the index of the vanished row that is the very same
         socket (the same key and the same non-zero inode), or -1."""
-        back = np.full(len(rows), -1, dtype=np.int64)
-        if not len(vanished.rows) or not candidates.any():
-            return back
-        which = np.flatnonzero(candidates)
-        index = keys.match(rows[which], vanished.rows)
-        found = index >= 0
-        inode = rows["inode"][which[found]]
-        same = (inode != 0) & (inode == vanished.rows["inode"][index[found]])
-        back[which[found][same]] = index[found][same]
-        return back
+        assert self._vanished is not None
+        if not len(self._vanished.rows):
+            return np.full(len(rows), -1, dtype=np.int64)
+        index = keys.match(rows, self._vanished.rows)
+        same = (index >= 0) & (inode != 0) & (inode == self._vanished.inode[index])
+        return np.where(same, index, -1)
