@@ -192,15 +192,21 @@ def test_signals_end_the_watcher_with_everything_printed(tmp_path, signum):
     assert reported(watcher) == [c.inode for c in CONNS[:50]]
 
 
-def test_a_closed_pipe_ends_quietly(tmp_path):
-    root = proc_root(tmp_path, table(CONNS, 4))               # far more than a pipe holds
-    pipeline = (f"{sys.executable} -m tcpfast --interval 0.2 --proc-root {root} | head -1;"
+def head_one(*args: str) -> tuple[str, str]:
+    """``tcpfast ARGS | head -1``: head's line, and tcpfast's exit status and stderr."""
+    pipeline = (f'"{sys.executable}" -m tcpfast {" ".join(args)} | head -1;'
                 " echo status=${PIPESTATUS[0]}")
     result = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True,
                             timeout=60)
-    lines = result.stdout.splitlines()
-    assert len(lines) == 2 and "New connection: 10.0.0.0:1000 -> 10.9.9.9:443" in lines[0]
-    assert lines[1] == "status=0" and result.stderr == ""
+    line, status = result.stdout.splitlines()
+    return line, status + result.stderr
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    root = proc_root(tmp_path, table(CONNS, 4))               # far more than a pipe holds
+    line, rest = head_one("--interval", "0.2", "--proc-root", str(root))
+    assert "New connection: 10.0.0.0:1000 -> 10.9.9.9:443" in line
+    assert rest == "status=0"
 
 
 def test_output_to_a_file_is_flushed_every_poll(tmp_path):

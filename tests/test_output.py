@@ -12,7 +12,7 @@ import time
 import pytest
 from kernel_format import Conn, table
 from test_cli import SAMPLE_ROOT
-from test_faults import proc_root
+from test_faults import head_one, proc_root
 from watcher_process import WatcherProcess
 
 ROWS = 30_000                                   # JSON lines: ~8 MB, far more than a pipe holds
@@ -72,13 +72,9 @@ def test_a_closed_stdout_is_an_output_error():
 def test_a_reader_that_goes_away_ends_the_watcher_while_it_waits():
     """``| head -1`` must end the watcher during its wait, not at its next write
     (an interval of 10 minutes: the pipeline ends long before it)."""
-    pipeline = (f'"{sys.executable}" -m tcpfast --interval 600 --proc-root "{SAMPLE_ROOT}"'
-                " | head -1; echo status=${PIPESTATUS[0]}")
-    result = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True,
-                            timeout=60)
-    lines = result.stdout.splitlines()
-    assert len(lines) == 2 and "New connection: 0.0.0.0:8089 -> 0.0.0.0:0" in lines[0]
-    assert lines[1] == "status=0" and result.stderr == ""
+    line, rest = head_one("--interval", "600", "--proc-root", str(SAMPLE_ROOT))
+    assert "New connection: 0.0.0.0:8089 -> 0.0.0.0:0" in line
+    assert rest == "status=0"
 
 
 def _loading_numpy(pid: int) -> bool:
