@@ -1,1 +1,1 @@
-"""Enrich: what the table alone does not say of a reported row (which way it goes)."""
+"""Enrich: what the table alone does not say of a reported row (which way it goes, which process holds it)."""

@@ -1,0 +1,416 @@
+"""Which process holds a socket: a targeted, time-budgeted search of /proc/PID/fd.
+
+The kernel's socket tables carry no pid: the only way from a socket's inode to
+its process is to read fd links (``/proc/PID/fd/N`` -> ``socket:[INODE]``), a
+few µs of kernel time each. A full walk of a busy host (~600 processes, ~10^5
+fds) costs 0.3-0.5 s however few sockets are new, so OwnerFinder keeps what it
+read between lookups and reads only where a new socket can be, in this order:
+
+1. holders it already knows (a socket seen in an fd table before it connected),
+   one readlink each;
+2. processes whose fd table changed since it was last read: new pids, and pids
+   whose open-fd count (``st_size`` of /proc/PID/fd, kernel 6.2+) differs from
+   what was listed, read only at fd numbers not read before, ascending pids;
+   first of all, fds that held sockets which just vanished (``vanished``): the
+   next open() reuses a closed fd's number and leaves the count unchanged;
+3. what is left of the budget re-reads whole fd tables in rotation, resumed by
+   the next lookup where this one stopped, which finds sockets behind reused
+   fd numbers that no hint pointed at.
+
+Every step stops as soon as every wanted socket is found, the whole lookup once
+its time budget is spent. Every answer is a link read during this lookup, so it
+is never stale: a process that exited, an fd closed, a process this user may not
+read (EACCES: that pid is skipped at its first refusal) leave the socket without
+owner, never with a wrong one, and never raise.
+
+A socket held by several processes (a listener inherited across fork, an fd
+passed over a UNIX socket) is attributed to the first holder found, and each step
+visits pids in ascending order: after a fork both parent and child changed, so
+it is the parent (the lower pid, unless pids wrapped).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import numpy as np
+
+SOCKET_LINK_PREFIX = "socket:["
+CLOCK_EVERY = 64
+"""fd names listed between two looks at the clock: listing costs ~1 µs a name."""
+PROCESS_DIRS_PROBED = 16
+"""Processes whose fd count is tried when ``self`` is not in the procfs (another pid namespace)."""
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class Owner(NamedTuple):
+    """The process found holding a socket, and its command name (``/proc/PID/comm``)."""
+
+    pid: int
+    comm: str
+
+
+def procfs_of(proc_root: str) -> str:
+    """The procfs that lists the processes using the tables under ``proc_root``.
+
+    tcpfast reads ``PROC_ROOT/net/tcp``: ``/proc`` for its own network namespace,
+    ``/proc/1`` (or ``/proc/1/task/1``) for pid 1's; the processes are in ``/proc``.
+    """
+    path = os.path.normpath(proc_root)
+    while True:
+        name = os.path.basename(path)
+        if name.isdigit() or name in ("self", "thread-self"):
+            path = os.path.dirname(path)
+        elif name == "task" and os.path.basename(os.path.dirname(path)).isdigit():
+            path = os.path.dirname(path)
+        else:
+            return path
+
+
+def fd_counts_supported(procfs: str = "/proc") -> bool:
+    """Whether ``st_size`` of ``/proc/PID/fd`` is the open-fd count (Linux 6.2+; 0 before).
+
+    Any process has fds open, so one non-zero size settles it; ``self`` is tried
+    first, and when this process is not in that procfs, a few others.
+    """
+    candidates = ["self"]
+    try:
+        with os.scandir(procfs) as entries:
+            candidates += [entry.name for entry, _ in zip(
+                (entry for entry in entries if entry.name.isdigit()), range(PROCESS_DIRS_PROBED))]
+    except OSError:
+        return False
+    for name in candidates:
+        try:
+            if os.stat(os.path.join(procfs, name, "fd")).st_size > 0:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+class _Table:
+    """What was last read of one process's fd table."""
+
+    __slots__ = ("ident", "links", "unread", "listed")
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident                  # inode of /proc/PID: a new one means another process
+        self.links: dict[int, int] = {}     # fd -> socket inode read there (0: not a socket)
+        self.unread: set[int] = set()       # fd numbers listed but not read since
+        self.listed = False
+
+    def listed_size(self) -> int:
+        return len(self.links) + len(self.unread)
+
+
+class _Lookup:
+    """One ``find()``: what is still wanted, what was found, and when to stop."""
+
+    def __init__(self, wanted: set[int], deadline: float, clock: Callable[[], float]) -> None:
+        self.wanted = wanted
+        self.found: dict[int, Owner] = {}
+        self.deadline = deadline
+        self.clock = clock
+        self.comms: dict[int, str | None] = {}
+
+    def out_of_time(self) -> bool:
+        return self.clock() >= self.deadline
+
+    def over(self) -> bool:
+        return not self.wanted or self.out_of_time()
+
+    def claim(self, inode: int, pid: int, process_dir: int) -> None:
+        """``pid`` holds ``inode``: its owner, named as ``/proc/PID/comm`` says now.
+
+        The name is read once per pid and lookup, through the same directory fd
+        as the link (so from the same process, even if the pid is reused); a
+        process gone before its name could be read owns nothing.
+        """
+        if pid not in self.comms:
+            self.comms[pid] = _read_comm(process_dir)
+        comm = self.comms[pid]
+        if comm is not None:
+            self.wanted.discard(inode)
+            self.found[inode] = Owner(pid, comm)
+
+
+class _Refused(Exception):
+    """The process cannot be read (gone, or not ours to read): skip it for this lookup."""
+
+
+class OwnerFinder:
+    """Maps socket inodes to the processes holding them, at a cost that grows with what is new.
+
+    Keep one instance for the life of the watch: it remembers the fd tables it
+    read, so each lookup reads only what changed. ``budget`` bounds every
+    lookup's time (seconds); sockets not found within it have no owner.
+    """
+
+    def __init__(self, procfs: str = "/proc", budget: float = 0.05, *,
+                 use_fd_counts: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.procfs = procfs
+        self.budget = budget
+        self.uses_fd_counts = fd_counts_supported(procfs) if use_fd_counts is None else use_fd_counts
+        self._clock = clock
+        self._tables: dict[int, _Table] = {}
+        self._holders: dict[int, int] = {}   # socket inode -> (pid << 32 | fd) where it was read
+        self._cursor = (0, 0)                # (pid, fd) where the rotation resumes
+
+    def find(self, inodes: Iterable[int], vanished: Iterable[int] = (),
+             budget: float | None = None) -> dict[int, Owner]:
+        """The owner of each socket inode that could be found within the budget.
+
+        ``vanished``: inodes of sockets gone since the previous lookup (their fd
+        numbers are read first). Inode 0 (TIME_WAIT, not yet accepted) has no owner.
+        """
+        wanted = {int(inode) for inode in inodes}
+        wanted.discard(0)
+        if not wanted:
+            return {}
+        lookup = _Lookup(wanted, self._clock() + (self.budget if budget is None else budget), self._clock)
+        try:
+            procfs = os.open(self.procfs, _DIRECTORY)
+        except OSError:
+            return {}
+        try:
+            self._check_known_holders(procfs, lookup)
+            if not lookup.over():
+                pids = self._refresh(procfs, lookup)
+                if pids is not None:
+                    self._read_changed(procfs, lookup, pids, {int(inode) for inode in vanished})
+                    self._rotate(procfs, lookup, pids)
+        finally:
+            os.close(procfs)
+        return lookup.found
+
+    def owners_of(self, rows: np.ndarray, vanished: np.ndarray | None = None,
+                  budget: float | None = None) -> list[Owner | None]:
+        """The owner of each row (CONNECTION_DTYPE), in row order; None where not found.
+
+        ``vanished``: rows of the sockets gone since the previous poll, if known.
+        """
+        inodes = rows["inode"].tolist()
+        gone = vanished["inode"].tolist() if vanished is not None else ()
+        found = self.find(inodes, gone, budget)
+        return [found.get(inode) for inode in inodes]
+
+    def cached_pids(self) -> set[int]:
+        """Pids whose fd tables are remembered: a process is forgotten at the first lookup after it exits."""
+        return set(self._tables)
+
+    # Step 1: holders read before, each checked with one readlink.
+
+    def _check_known_holders(self, procfs: int, lookup: _Lookup) -> None:
+        by_pid: dict[int, list[tuple[int, int]]] = {}
+        for inode in lookup.wanted & self._holders.keys():
+            pid, fd = divmod(self._holders[inode], 1 << 32)
+            by_pid.setdefault(pid, []).append((fd, inode))
+        for pid in sorted(by_pid):
+            if lookup.out_of_time():
+                return
+            try:
+                with _process_dirs(procfs, pid) as (process_dir, fd_dir):
+                    for fd, inode in sorted(by_pid[pid]):
+                        if _read_link(fd_dir, fd) == inode:
+                            lookup.claim(inode, pid, process_dir)
+                        else:
+                            del self._holders[inode]
+            except _Refused:
+                continue
+
+    # Step 2: processes whose fd table changed, and fds of vanished sockets.
+
+    def _refresh(self, procfs: int, lookup: _Lookup) -> list[int] | None:
+        """List the processes, forget those gone, and return their pids ascending.
+
+        None when the time ran out first. Reading a process directory's inode
+        comes with the listing; a pid reused by another process has another.
+        """
+        current: dict[int, int] = {}
+        try:
+            with os.scandir(procfs) as entries:
+                for entry in entries:
+                    if entry.name.isdigit():
+                        current[int(entry.name)] = entry.inode()
+        except OSError:
+            return None
+        for pid in [pid for pid, table in self._tables.items() if current.get(pid) != table.ident]:
+            self._forget(pid)
+        for pid, ident in current.items():
+            if pid not in self._tables:
+                self._tables[pid] = _Table(ident)
+        return None if lookup.out_of_time() else sorted(current)
+
+    def _forget(self, pid: int) -> None:
+        table = self._tables.pop(pid)
+        for fd, inode in table.links.items():
+            if inode and self._holders.get(inode) == pid << 32 | fd:
+                del self._holders[inode]
+
+    def _changed(self, procfs: int, lookup: _Lookup, pids: list[int]) -> Iterator[int]:
+        """Pids whose fd table has numbers not read yet, ascending; stats as it goes."""
+        for index, pid in enumerate(pids):
+            table = self._tables[pid]
+            if not table.listed or table.unread:
+                yield pid
+            elif self.uses_fd_counts:
+                if index % CLOCK_EVERY == 0 and lookup.out_of_time():
+                    return
+                try:
+                    count = os.stat(f"{pid}/fd", dir_fd=procfs).st_size
+                except OSError:
+                    continue
+                if count != table.listed_size():
+                    yield pid
+
+    def _read_changed(self, procfs: int, lookup: _Lookup, pids: list[int], vanished: set[int]) -> None:
+        hints: dict[int, list[int]] = {}
+        for inode in vanished & self._holders.keys():
+            pid, fd = divmod(self._holders[inode], 1 << 32)
+            hints.setdefault(pid, []).append(fd)
+        changed = set(self._changed(procfs, lookup, pids))
+        for pid in sorted(changed | hints.keys()):
+            if lookup.over():
+                return
+            table = self._tables.get(pid)
+            if table is None:
+                continue
+            try:
+                with _process_dirs(procfs, pid) as (process_dir, fd_dir):
+                    self._read_fds(lookup, pid, table, process_dir, fd_dir, sorted(hints.get(pid, ())))
+                    if pid in changed and self._list(lookup, pid, table, fd_dir):
+                        self._read_fds(lookup, pid, table, process_dir, fd_dir, sorted(table.unread))
+            except _Refused:
+                continue
+
+    # Step 3: whole fd tables in rotation, resumed by the next lookup.
+
+    def _rotate(self, procfs: int, lookup: _Lookup, pids: list[int]) -> None:
+        start_pid, start_fd = self._cursor
+        first = next((index for index, pid in enumerate(pids) if pid >= start_pid), 0)
+        if first < len(pids) and pids[first] != start_pid:
+            start_fd = 0
+        for pid in pids[first:] + pids[:first]:
+            if lookup.over():
+                return
+            self._cursor = (pid, start_fd)
+            table = self._tables[pid]
+            try:
+                with _process_dirs(procfs, pid) as (process_dir, fd_dir):
+                    if not self._list(lookup, pid, table, fd_dir):
+                        return
+                    fds = sorted(fd for fd in (*table.links, *table.unread) if fd >= start_fd)
+                    stopped = self._read_fds(lookup, pid, table, process_dir, fd_dir, fds)
+            except _Refused:
+                stopped = None
+            if stopped is not None:
+                self._cursor = (pid, stopped)
+                return
+            start_fd = 0
+            self._cursor = (pid + 1, 0)
+
+    # Reading one process.
+
+    def _list(self, lookup: _Lookup, pid: int, table: _Table, fd_dir: int) -> bool:
+        """Bring ``table``'s fd numbers up to date; False (table unchanged) when out of time."""
+        numbers = set()
+        with os.scandir(fd_dir) as entries:
+            for index, entry in enumerate(entries):
+                if index % CLOCK_EVERY == 0 and lookup.out_of_time():
+                    return False
+                numbers.add(int(entry.name))
+        for fd in table.links.keys() - numbers:
+            self._drop(pid, table, fd)
+        table.unread = (table.unread & numbers) | (numbers - table.links.keys())
+        table.listed = True
+        return True
+
+    def _read_fds(self, lookup: _Lookup, pid: int, table: _Table, process_dir: int, fd_dir: int,
+                  fds: list[int]) -> int | None:
+        """Read the links of ``fds`` in order; the fd it stopped at (done or out of time), else None."""
+        for fd in fds:
+            if lookup.over():
+                return fd
+            inode = _read_link(fd_dir, fd)
+            if inode is None:          # closed since it was listed
+                self._drop(pid, table, fd)
+                continue
+            self._note(pid, table, fd, inode)
+            if inode in lookup.wanted:
+                lookup.claim(inode, pid, process_dir)
+        return None
+
+    def _note(self, pid: int, table: _Table, fd: int, inode: int) -> None:
+        """Record that ``fd`` of ``pid`` holds ``inode`` now (0: not a socket)."""
+        old = table.links.get(fd)
+        if old and old != inode and self._holders.get(old) == pid << 32 | fd:
+            del self._holders[old]
+        table.links[fd] = inode
+        table.unread.discard(fd)
+        if inode:
+            held = self._holders.get(inode)
+            if held is None or held >> 32 >= pid:      # the lowest pid seen holding it
+                self._holders[inode] = pid << 32 | fd
+
+    def _drop(self, pid: int, table: _Table, fd: int) -> None:
+        """``fd`` of ``pid`` is closed."""
+        inode = table.links.pop(fd, 0)
+        table.unread.discard(fd)
+        if inode and self._holders.get(inode) == pid << 32 | fd:
+            del self._holders[inode]
+
+
+@contextmanager
+def _process_dirs(procfs: int, pid: int) -> Iterator[tuple[int, int]]:
+    """Directory fds of ``/proc/PID`` and its ``fd/``: both stay bound to that one process."""
+    try:
+        process_dir = os.open(str(pid), _DIRECTORY, dir_fd=procfs)
+    except OSError:
+        raise _Refused from None
+    try:
+        try:
+            fd_dir = os.open("fd", _DIRECTORY, dir_fd=process_dir)
+        except OSError:
+            raise _Refused from None
+        try:
+            yield process_dir, fd_dir
+        finally:
+            os.close(fd_dir)
+    finally:
+        os.close(process_dir)
+
+
+def _read_link(fd_dir: int, fd: int) -> int | None:
+    """The socket inode ``fd`` points at, 0 if not a socket, None if the fd is closed.
+
+    Raises _Refused when the process may not be read (EACCES), or is gone.
+    """
+    try:
+        target = os.readlink(str(fd), dir_fd=fd_dir)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        raise _Refused from None
+    if target.startswith(SOCKET_LINK_PREFIX) and target.endswith("]"):
+        return int(target[len(SOCKET_LINK_PREFIX):-1])
+    return 0
+
+
+def _read_comm(process_dir: int) -> str | None:
+    try:
+        fd = os.open("comm", os.O_RDONLY | os.O_CLOEXEC, dir_fd=process_dir)
+    except OSError:
+        return None
+    try:
+        name = os.read(fd, 64)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return name.rstrip(b"\n").decode("utf-8", "replace")

@@ -1,0 +1,344 @@
+"""Owning process of sockets: real child processes, named by the test, holding real loopback sockets."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import traceback
+
+import numpy as np
+import pytest
+
+from tcpfast import snapshot
+from tcpfast.enrich.owners import Owner, OwnerFinder, fd_counts_supported, procfs_of
+
+FD_COUNTS = fd_counts_supported()
+GENEROUS_BUDGET = 30.0
+"""Tests check what is found, not how fast: the budget only has to outlast a busy machine."""
+
+# A child that names itself (PR_SET_NAME) and then, one stdin command at a time,
+# opens connections or closes them, answering each command with a JSON line:
+# "connect HOST PORT N" -> [[inode, fd], ...]; "close INODE" -> [].
+CHILD = textwrap.dedent("""
+    import ctypes, json, os, socket, sys
+    ctypes.CDLL(None, use_errno=True).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+    held = {}
+    for line in sys.stdin:
+        command, *args = line.split()
+        answer = []
+        if command == "connect":
+            for _ in range(int(args[2])):
+                sock = socket.create_connection((args[0], int(args[1])))
+                inode = os.fstat(sock.fileno()).st_ino
+                held[inode] = sock
+                answer.append([inode, sock.fileno()])
+        elif command == "close":
+            held.pop(int(args[0])).close()
+        print(json.dumps(answer), flush=True)
+""")
+
+
+class Child:
+    """A named process holding connections on the test's command."""
+
+    def __init__(self, name: str, python: str = sys.executable, **popen: object) -> None:
+        self.name = name
+        self.process = subprocess.Popen([python, "-I", "-c", CHILD, name], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, **popen)
+        self.pid = self.process.pid
+
+    def _ask(self, command: str) -> list:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def connect(self, server: socket.socket, count: int) -> list[int]:
+        """Inodes of ``count`` new connections to ``server``."""
+        host, port = server.getsockname()[:2]
+        return [inode for inode, _ in self._ask(f"connect {host} {port} {count}")]
+
+    def connect_fds(self, server: socket.socket) -> tuple[int, int]:
+        host, port = server.getsockname()[:2]
+        [(inode, fd)] = self._ask(f"connect {host} {port} 1")
+        return inode, fd
+
+    def close(self, inode: int) -> None:
+        self._ask(f"close {inode}")
+
+    def exit(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def start_child():
+    children: list[Child] = []
+
+    def start(name: str, **popen: object) -> Child:
+        children.append(Child(name, **popen))
+        return children[-1]
+
+    yield start
+    for child in children:
+        if child.process.poll() is None:
+            child.process.kill()
+            child.process.wait()
+        for stream in (child.process.stdin, child.process.stdout):
+            if not stream.closed:
+                stream.close()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+LOOPBACKS = [(socket.AF_INET, "127.0.0.1")] + ([(socket.AF_INET6, "::1")] if _ipv6_loopback() else [])
+
+
+@pytest.fixture(params=LOOPBACKS, ids=lambda loopback: loopback[1])
+def server(request):
+    """A loopback listener with room in its backlog: children connect, nobody accepts."""
+    family, host = request.param
+    with socket.socket(family, socket.SOCK_STREAM) as listener:
+        listener.bind((host, 0))
+        listener.listen(256)
+        yield listener
+
+
+@pytest.fixture(params=[True, False], ids=["fd-counts", "no-fd-counts"])
+def finder(request) -> OwnerFinder:
+    """Both search paths: with fd counts (kernel 6.2+), and the fallback that does not use them."""
+    if request.param and not FD_COUNTS:
+        pytest.skip("st_size of /proc/PID/fd is 0 on this kernel (fd counts need Linux 6.2+)")
+    return OwnerFinder(budget=GENEROUS_BUDGET, use_fd_counts=request.param)
+
+
+def inode_of(sock: socket.socket) -> int:
+    return os.fstat(sock.fileno()).st_ino
+
+
+def test_child_sockets_named_by_pid_and_comm(finder, start_child, server):
+    """First lookup (nothing cached), then a later one with the child's table cached and grown."""
+    child = start_child("tf8-owner-a")
+    first = child.connect(server, 5)
+    assert finder.find(first) == {inode: Owner(child.pid, "tf8-owner-a") for inode in first}
+    more = child.connect(server, 7)
+    assert finder.find(more) == {inode: Owner(child.pid, "tf8-owner-a") for inode in more}
+    assert finder.find(first + more) == {inode: Owner(child.pid, "tf8-owner-a") for inode in first + more}
+
+
+def test_a_new_process_after_the_first_lookup(finder, start_child, server):
+    own = inode_of(server)
+    assert finder.find([own]) == {own: Owner(os.getpid(), _comm(os.getpid()))}
+    child = start_child("tf8-owner-b")
+    inodes = child.connect(server, 3)
+    assert finder.find(inodes) == {inode: Owner(child.pid, "tf8-owner-b") for inode in inodes}
+
+
+def test_process_gone_before_the_lookup_owns_nothing(finder, start_child, server):
+    seen, unseen = start_child("tf8-seen"), start_child("tf8-unseen")
+    seen_inodes, unseen_inodes = seen.connect(server, 3), unseen.connect(server, 3)
+    assert finder.find(seen_inodes) == {inode: Owner(seen.pid, "tf8-seen") for inode in seen_inodes}
+    seen.exit()
+    unseen.exit()
+    assert finder.find(seen_inodes + unseen_inodes) == {}
+    assert seen.pid not in finder.cached_pids()
+
+
+def test_inode_zero_and_unknown_inodes_own_nothing(finder):
+    assert finder.find([0]) == {}
+    assert finder.find(np.array([0], dtype=np.uint64)) == {}
+    assert finder.find([2**63 - 1]) == {}
+
+
+@pytest.mark.parametrize("hinted", [True, False], ids=["vanished-hint", "rotation"])
+def test_fd_closed_and_another_opened(hinted, start_child, server):
+    """Same fd number, same fd count: found through the vanished socket's fd, or the rotation."""
+    finder = OwnerFinder(budget=GENEROUS_BUDGET, use_fd_counts=FD_COUNTS)
+    child = start_child("tf8-reuse")
+    child.connect(server, 2)
+    old, old_fd = child.connect_fds(server)
+    assert finder.find([old]) == {old: Owner(child.pid, "tf8-reuse")}
+    child.close(old)
+    new, new_fd = child.connect_fds(server)
+    assert new_fd == old_fd
+    assert finder.find([new], vanished=[old] if hinted else []) == {new: Owner(child.pid, "tf8-reuse")}
+
+
+def test_socket_shared_after_fork_names_the_lowest_pid(finder, start_child, server):
+    with socket.create_connection(server.getsockname()[:2]) as shared:
+        child = start_child("tf8-sharer", pass_fds=[shared.fileno()])
+        child.connect(server, 1)           # the child is up, holding the inherited fd
+        owner = finder.find([inode_of(shared)])[inode_of(shared)]
+        assert owner.pid == min(os.getpid(), child.pid)
+
+
+def test_rows_of_a_snapshot(start_child, server):
+    """The library path: rows from snapshot(), owners in row order."""
+    child = start_child("tf8-rows")
+    inodes = set(child.connect(server, 4))
+    rows = snapshot()
+    rows = rows[np.isin(rows["inode"], np.array(sorted(inodes | {inode_of(server)}), dtype=np.uint64))]
+    owners = OwnerFinder(budget=GENEROUS_BUDGET).owners_of(rows)
+    expected = [Owner(child.pid, "tf8-rows") if inode in inodes else Owner(os.getpid(), _comm(os.getpid()))
+                for inode in rows["inode"].tolist()]
+    assert len(rows) == 5 and owners == expected
+
+
+class StepClock:
+    """Time that advances one unit per look: a lookup's budget is a number of steps."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> float:
+        self.now += 1
+        return float(self.now)
+
+
+def test_small_budgets_stop_early_never_wrong_and_resume(start_child, server):
+    """Each lookup stops after a few hundred steps; answers stay right and later lookups go on."""
+    child = start_child("tf8-budget")
+    inodes = child.connect(server, 20)
+    finder = OwnerFinder(budget=300, use_fd_counts=FD_COUNTS, clock=StepClock())
+    found: dict[int, Owner] = {}
+    for lookups in itertools.count(1):
+        result = finder.find([inode for inode in inodes if inode not in found])
+        assert all(owner == Owner(child.pid, "tf8-budget") for owner in result.values())
+        found.update(result)
+        if len(found) == len(inodes) or lookups == 5_000:
+            break
+    assert len(found) == len(inodes)
+    assert OwnerFinder(budget=0).find(inodes) == {}
+
+
+def test_fd_count_is_st_size():
+    """The fact the targeted search rests on (Linux 6.2+), checked on a process with known fds."""
+    if not FD_COUNTS:
+        pytest.skip("st_size of /proc/PID/fd is 0 on this kernel (fd counts need Linux 6.2+)")
+    sockets = [socket.socket() for _ in range(10)]
+    try:
+        fds = len(os.listdir(f"/proc/{os.getpid()}/fd")) - 1     # listdir holds one fd itself
+        assert os.stat(f"/proc/{os.getpid()}/fd").st_size == fds
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.mark.parametrize(("proc_root", "procfs"), [
+    ("/proc", "/proc"), ("/proc/", "/proc"), ("/proc/1", "/proc"), ("/proc/1/task/1", "/proc"),
+    ("/proc/self", "/proc"), ("/host/proc/1", "/host/proc"), ("/host/proc", "/host/proc"),
+])
+def test_procfs_of(proc_root, procfs):
+    assert procfs_of(proc_root) == procfs
+
+
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as comm:
+        return comm.read().rstrip("\n")
+
+
+# A process in a pid namespace of its own (so pids can be chosen): child A holds
+# sockets, is found, exits; child B is given A's pid and holds others.
+PID_REUSE = textwrap.dedent("""
+    import json, os, socket, sys
+    sys.path[:0] = json.loads(sys.argv[1])
+    from tests.test_owners import Child
+    from tcpfast.enrich.owners import OwnerFinder
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    finder = OwnerFinder(budget=30.0)
+    first = Child("tf8-first")
+    first_inodes = first.connect(server, 3)
+    results = {"first": finder.find(first_inodes)}
+    first.exit()
+    with open("/proc/sys/kernel/ns_last_pid", "w") as last_pid:
+        last_pid.write(str(first.pid - 1))
+    second = Child("tf8-second")
+    second_inodes = second.connect(server, 3)
+    results["second"] = finder.find(second_inodes)
+    results["first_again"] = finder.find(first_inodes)
+    results["pids"] = [first.pid, second.pid]
+    second.exit()
+    print(json.dumps({key: value if key == "pids" else [[*owner] for owner in value.values()]
+                      for key, value in results.items()}))
+""")
+
+
+def test_pid_reused_by_another_process():
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a pid namespace where pids can be chosen")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", PID_REUSE,
+                           json.dumps([root, *sys.path])], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 and "unshare failed" in done.stderr:
+        pytest.skip(f"cannot create a pid namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    first_pid, second_pid = results["pids"]
+    assert second_pid == first_pid
+    assert results["first"] == [[first_pid, "tf8-first"]] * 3
+    assert results["second"] == [[first_pid, "tf8-second"]] * 3
+    assert results["first_again"] == []
+
+
+def test_non_root_finds_its_own_processes_only(start_child, server):
+    """As nobody: its own child's sockets found, root's sockets ownerless, and no error."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another user")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' on this system")
+    roots_child = start_child("tf8-roots")
+    roots = roots_child.connect(server, 2) + [inode_of(server)]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                         # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            # A python that nobody may run (this one may live under /root).
+            python = next((path for path in (sys.executable, shutil.which("python3")) if path
+                           and os.access(path, os.X_OK) and os.access(os.path.dirname(path), os.X_OK)), None)
+            if python is None:
+                os.write(write_end, json.dumps({"skip": "no python3 that nobody may run"}).encode())
+                os._exit(0)
+            own = Child("tf8-nobody", python, cwd="/")
+            inodes = own.connect(server, 3)
+            server.close()                               # its copy: now only root holds the listener
+            found = OwnerFinder(budget=GENEROUS_BUDGET).find(inodes + roots)
+            os.write(write_end, json.dumps({"pid": own.pid, "own": inodes,
+                                            "found": {str(k): [*v] for k, v in found.items()}}).encode())
+            own.exit()
+            status = 0
+        except BaseException:
+            os.write(write_end, traceback.format_exc().encode())
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report.decode()
+    report = json.loads(report)
+    if "skip" in report:
+        pytest.skip(report["skip"])
+    assert report["found"] == {str(inode): [report["pid"], "tf8-nobody"] for inode in report["own"]}
