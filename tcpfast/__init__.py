@@ -1,7 +1,7 @@
 """tcpfast: which TCP connections just appeared on this Linux host, fast.
 
 The flow is sources (read /proc) -> decode (compiled, or pure Python) -> diff
-(key set operations) -> enrich (direction) -> outputs (text or JSON lines): one
+(key set operations) -> enrich (direction, owning process) -> outputs (text or JSON lines): one
 subpackage each; ``watch`` keeps the state between polls, ``poller`` runs one
 poll, ``loop`` the cadence, ``cli`` wires the options.
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:       # the same names, for type checkers and editors
     from .diff.changes import new_connections as new_connections
     from .enrich.direction import DIRECTION_NAMES as DIRECTION_NAMES
     from .enrich.direction import directions as directions
+    from .enrich.owners import Owner as Owner
+    from .enrich.owners import OwnerFinder as OwnerFinder
     from .schema import CONNECTION_DTYPE as CONNECTION_DTYPE
     from .schema import STATE_NAMES as STATE_NAMES
     from .sources.proc import Snapshot as Snapshot
@@ -47,6 +49,8 @@ _PUBLIC = {
     "snapshot": "sources.proc",
     "directions": "enrich.direction",
     "DIRECTION_NAMES": "enrich.direction",
+    "Owner": "enrich.owners",
+    "OwnerFinder": "enrich.owners",
 }
 
 __all__ = sorted(_PUBLIC)
