@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 from . import __version__, backend
 from .enrich.direction import ephemeral_ports
+from .enrich.owners import DEFAULT_BUDGET, OwnerFinder, procfs_of
 from .loop import StopSignals, run_every
 from .outputs.printer import EVENT_KINDS, EventPrinter
 from .outputs.writer import LineWriter, OutputError
@@ -120,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--direction", action="store_true",
                         help="end each text line with direction=in, out, listen or unknown "
                              "(JSON lines always have it)")
+    parser.add_argument("--process", action="store_true",
+                        help="name the process holding each new connection's socket: JSON "
+                             "pid and comm (null when not found), text lines end with "
+                             f"pid=PID COMM. A poll's lookup stops after {DEFAULT_BUDGET:g} s "
+                             "(the first poll's after half the interval; with --once, when "
+                             "done); sockets of processes this user may not read have none")
     parser.add_argument("--version", action="version", version=_version())
     return parser
 
@@ -139,11 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     if read_timeout is None and not args.once:
         read_timeout = DEFAULT_READ_TIMEOUT
     stop = StopSignals(output_fd=1)
+    owners = None
+    if args.process:        # the first lookup, with nothing cached, is a full walk of /proc/*/fd
+        first_budget = math.inf if args.once else max(DEFAULT_BUDGET, args.interval / 2)
+        owners = OwnerFinder(procfs_of(args.proc_root), first_budget=first_budget)
     poller = Poller(
         Watcher(args.state, skip_existing=args.skip_existing, ephemeral=ephemeral_ports()),
         EventPrinter(writer, json=args.json, events=args.events, show_direction=args.direction),
         _warn, proc_root=args.proc_root, read_timeout=read_timeout,
-        cancelled=lambda: stop.requested)
+        cancelled=lambda: stop.requested, owners=owners)
 
     def poll_and_go_on() -> None:
         try:

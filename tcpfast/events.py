@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .enrich.owners import Owner
 from .schema import CONNECTION_DTYPE
 from .sources import Snapshot
 
@@ -18,13 +19,15 @@ class RowEvents:
     rows: np.ndarray
     direction: np.ndarray                      # enrich.direction codes
     duration: np.ndarray | None = None         # seconds seen open; NaN where unknown
+    owners: list[Owner | None] | None = None   # holding process per row (None: not found); not looked up
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, part: slice) -> RowEvents:
         return RowEvents(self.event, self.rows[part], self.direction[part],
-                         None if self.duration is None else self.duration[part])
+                         None if self.duration is None else self.duration[part],
+                         None if self.owners is None else self.owners[part])
 
 
 def no_rows(event: str) -> RowEvents:

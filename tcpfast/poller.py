@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
+from .enrich.owners import OwnerFinder
 from .events import Poll
 from .sources import Snapshot, read_snapshot
 from .watch import Watcher
@@ -23,12 +25,15 @@ class Poller:
     cut short that way is counted; the first of a run of them is reported
     once on ``warn``, and so is the first complete poll after them. What a cut
     poll did not reach is reported by the next poll that reaches it.
+    With ``owners``, each new connection's holding process is looked up.
     """
 
     def __init__(self, watcher: Watcher, emit: Callable[[Poll], None], warn: Warn, *,
                  proc_root: str = "/proc", read_timeout: float | None = None,
-                 cancelled: Callable[[], bool] | None = None) -> None:
+                 cancelled: Callable[[], bool] | None = None,
+                 owners: OwnerFinder | None = None) -> None:
         self._watcher = watcher
+        self._owners = owners
         self._emit = emit
         self._warn = warn
         self._proc_root = proc_root
@@ -60,6 +65,9 @@ class Poller:
             self._warn(f"skipped {snapshot.malformed} malformed row(s) in {self.where}")
         self._track_cut_short(snapshot)
         result = self._watcher.update(snapshot, time.time())
+        if self._owners is not None:        # the closed sockets' fd numbers are the likeliest reused
+            owners = self._owners.owners_of(result.new.rows, result.closed.rows)
+            result = replace(result, new=replace(result.new, owners=owners))
         self._emit(result)
         return result
 

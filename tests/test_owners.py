@@ -246,6 +246,33 @@ def test_procfs_of(proc_root, procfs):
     assert procfs_of(proc_root) == procfs
 
 
+def _tcpfast(*args: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-m", "tcpfast", "--once", *args], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout.splitlines()
+
+
+def test_cli_process_option_json(start_child, server):
+    child = start_child("tf8-cli")
+    inodes = set(child.connect(server, 3))
+    events = [json.loads(line) for line in _tcpfast("--json", "--process")]
+    owners = {event["inode"]: (event["pid"], event["comm"]) for event in events}
+    assert {inode: owners[inode] for inode in inodes} == dict.fromkeys(inodes, (child.pid, "tf8-cli"))
+    assert all((event["pid"] is None) == (event["comm"] is None) for event in events)
+    plain = [json.loads(line) for line in _tcpfast("--json")]
+    assert all(event["pid"] is None and event["comm"] is None for event in plain)
+
+
+def test_cli_process_option_text(start_child, server):
+    child = start_child("tf8-cli-text")
+    child.connect(server, 1)
+    host, port = server.getsockname()[:2]
+    target = f" -> [{host}]:{port}" if ":" in host else f" -> {host}:{port}"
+    lines = [line for line in _tcpfast("--process") if target in line]
+    assert len(lines) == 1 and lines[0].endswith(f"{target} pid={child.pid} tf8-cli-text")
+
+
 def _comm(pid: int) -> str:
     with open(f"/proc/{pid}/comm") as comm:
         return comm.read().rstrip("\n")

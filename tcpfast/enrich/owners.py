@@ -151,14 +151,17 @@ class OwnerFinder:
 
     Keep one instance for the life of the watch: it remembers the fd tables it
     read, so each lookup reads only what changed. ``budget`` bounds every
-    lookup's time (seconds); sockets not found within it have no owner.
+    lookup's time (seconds); sockets not found within it have no owner. The
+    first lookup that has anything to find starts with nothing remembered, so
+    it amounts to a full walk: ``first_budget`` (default: ``budget``) bounds it.
     """
 
     def __init__(self, procfs: str = "/proc", budget: float = DEFAULT_BUDGET, *,
-                 use_fd_counts: bool | None = None,
+                 first_budget: float | None = None, use_fd_counts: bool | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.procfs = procfs
         self.budget = budget
+        self._first_budget = budget if first_budget is None else first_budget
         self.uses_fd_counts = fd_counts_supported(procfs) if use_fd_counts is None else use_fd_counts
         self._clock = clock
         self._tables: dict[int, _Table] = {}
@@ -171,12 +174,15 @@ class OwnerFinder:
 
         ``vanished``: inodes of sockets gone since the previous lookup (their fd
         numbers are read first). Inode 0 (TIME_WAIT, not yet accepted) has no owner.
+        ``budget`` overrides this lookup's (seconds).
         """
         wanted = {int(inode) for inode in inodes}
         wanted.discard(0)
         if not wanted:
             return {}
-        lookup = _Lookup(wanted, self._clock() + (self.budget if budget is None else budget), self._clock)
+        if budget is None:
+            budget, self._first_budget = self._first_budget, self.budget
+        lookup = _Lookup(wanted, self._clock() + budget, self._clock)
         try:
             procfs = os.open(self.procfs, _DIRECTORY)
         except OSError:

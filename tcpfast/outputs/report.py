@@ -7,6 +7,7 @@ import math
 import socket
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import repeat
 
 import numpy as np
 
@@ -42,13 +43,17 @@ def _endpoint(family: int, address: str, port: int) -> str:
 
 def text_lines(events: RowEvents, when: datetime, show_direction: bool = False) -> list[str]:
     """``2021-08-09 11:43:46+00:00: New connection: 10.0.0.1:41164 -> 10.0.0.2:443``,
-    the seed's line; ``show_direction`` appends `` direction=in``."""
+    the seed's line; ``show_direction`` appends `` direction=in``, and owners looked
+    up (``--process``) `` pid=1234 curl`` where one was found."""
     head = f"{when.isoformat(sep=' ', timespec='seconds')}: {_TEXT_EVENT[events.event]}: "
     lines = [f"{head}{_endpoint(family, local, local_port)} -> {_endpoint(family, remote, remote_port)}"
              for family, local, local_port, remote, remote_port, *_ in _rows(events.rows)]
     if show_direction:
         lines = [f"{line} direction={name}"
                  for line, name in zip(lines, direction_names(events.direction))]
+    if events.owners is not None:
+        lines = [line if owner is None else f"{line} pid={owner.pid} {owner.comm}"
+                 for line, owner in zip(lines, events.owners)]
     return lines
 
 
@@ -62,14 +67,16 @@ def json_lines(events: RowEvents, when: datetime) -> list[str]:
     stamp = when.isoformat(timespec="seconds")
     durations = ([None] * len(events) if events.duration is None
                  else [_seconds(value) for value in events.duration.tolist()])
+    owners = repeat(None) if events.owners is None else events.owners
     lines = []
-    for (family, local, local_port, remote, remote_port, state, uid, inode), direction, duration in zip(
-            _rows(events.rows), direction_names(events.direction), durations):
+    for (family, local, local_port, remote, remote_port, state, uid, inode), direction, duration, owner in zip(
+            _rows(events.rows), direction_names(events.direction), durations, owners):
         event = {"time": stamp, "event": events.event, "family": family,
                  "local": local, "local_port": local_port,
                  "remote": remote, "remote_port": remote_port,
-                 "state": state_name(state), "uid": uid, "inode": inode,
-                 "direction": direction, "pid": None, "comm": None}
+                 "state": state_name(state), "uid": uid, "inode": inode, "direction": direction,
+                 "pid": None if owner is None else owner.pid,
+                 "comm": None if owner is None else owner.comm}
         if events.event == "closed":
             event["duration"] = duration
         lines.append(json.dumps(event))
