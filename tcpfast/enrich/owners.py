@@ -10,7 +10,8 @@ read between lookups and reads only where a new socket can be, in this order:
    one readlink each;
 2. processes whose fd table changed since it was last read: new pids, and pids
    whose open-fd count (``st_size`` of /proc/PID/fd, kernel 6.2+) differs from
-   what was listed, read only at fd numbers not read before, ascending pids;
+   what was listed (before 6.2 the size is 0, and only new pids count as
+   changed), read only at fd numbers not read before, ascending pids;
    first of all, fds that held sockets which just vanished (``vanished``): the
    next open() reuses a closed fd's number and leaves the count unchanged;
 3. what is left of the budget re-reads whole fd tables in rotation, resumed by
@@ -24,9 +25,11 @@ read (EACCES: that pid is skipped at its first refusal) leave the socket without
 owner, never with a wrong one, and never raise.
 
 A socket held by several processes (a listener inherited across fork, an fd
-passed over a UNIX socket) is attributed to the first holder found, and each step
-visits pids in ascending order: after a fork both parent and child changed, so
-it is the parent (the lower pid, unless pids wrapped).
+passed over a UNIX socket) is attributed to the first holder the search finds.
+Known holders and changed processes are visited in ascending pid order, so after
+a fork (parent and child both changed) that is the parent: the lower pid, unless
+pids wrapped. A socket only the rotation finds goes to the first holder it reaches.
+Processes this user may not read are left to the rotation (one refused open each).
 """
 
 from __future__ import annotations
@@ -98,13 +101,14 @@ def fd_counts_supported(procfs: str = "/proc") -> bool:
 class _Table:
     """What was last read of one process's fd table."""
 
-    __slots__ = ("ident", "links", "unread", "listed")
+    __slots__ = ("ident", "links", "unread", "listed", "refused")
 
     def __init__(self, ident: int) -> None:
         self.ident = ident                  # inode of /proc/PID: a new one means another process
         self.links: dict[int, int] = {}     # fd -> socket inode read there (0: not a socket)
         self.unread: set[int] = set()       # fd numbers listed but not read since
         self.listed = False
+        self.refused = False                # not readable at the last try: left to the rotation
 
     def listed_size(self) -> int:
         return len(self.links) + len(self.unread)
@@ -266,6 +270,8 @@ class OwnerFinder:
         """Pids whose fd table has numbers not read yet, ascending; stats as it goes."""
         for index, pid in enumerate(pids):
             table = self._tables[pid]
+            if table.refused:
+                continue
             if not table.listed or table.unread:
                 yield pid
             elif self.uses_fd_counts:
@@ -296,7 +302,7 @@ class OwnerFinder:
                     if pid in changed and self._list(lookup, pid, table, fd_dir):
                         self._read_fds(lookup, pid, table, process_dir, fd_dir, sorted(table.unread))
             except _Refused:
-                continue
+                table.refused = True
 
     # Step 3: whole fd tables in rotation, resumed by the next lookup.
 
@@ -314,9 +320,11 @@ class OwnerFinder:
                 with _process_dirs(procfs, pid) as (process_dir, fd_dir):
                     if not self._list(lookup, pid, table, fd_dir):
                         return
+                    table.refused = False
                     fds = sorted(fd for fd in (*table.links, *table.unread) if fd >= start_fd)
                     stopped = self._read_fds(lookup, pid, table, process_dir, fd_dir, fds)
             except _Refused:
+                table.refused = True
                 stopped = None
             if stopped is not None:
                 self._cursor = (pid, stopped)
