@@ -172,9 +172,11 @@ def test_fd_closed_and_another_opened(hinted, start_child, server):
     child.connect(server, 2)
     old, old_fd = child.connect_fds(server)
     assert finder.find([old]) == {old: Owner(child.pid, "tf8-reuse")}
+    fd_count = os.stat(f"/proc/{child.pid}/fd").st_size
     child.close(old)
     new, new_fd = child.connect_fds(server)
     assert new_fd == old_fd
+    assert os.stat(f"/proc/{child.pid}/fd").st_size == fd_count      # the count cannot tell
     assert finder.find([new], vanished=[old] if hinted else []) == {new: Owner(child.pid, "tf8-reuse")}
 
 
@@ -262,6 +264,20 @@ def test_cli_process_option_json(start_child, server):
     assert all((event["pid"] is None) == (event["comm"] is None) for event in events)
     plain = [json.loads(line) for line in _tcpfast("--json")]
     assert all(event["pid"] is None and event["comm"] is None for event in plain)
+
+
+def test_cli_connection_of_an_exited_process_has_pid_null(start_child, server):
+    """The client side outlives its process as an orphan (FIN_WAIT, inode 0): reported, pid null."""
+    child = start_child("tf8-gone")
+    inodes = child.connect(server, 2)
+    rows = snapshot()
+    ports = set(rows[np.isin(rows["inode"], np.array(inodes, dtype=np.uint64))]["local_port"].tolist())
+    child.exit()
+    server_port = server.getsockname()[1]
+    events = [event for event in map(json.loads, _tcpfast("--json", "--process"))
+              if event["local_port"] in ports and event["remote_port"] == server_port]
+    assert len(ports) == 2 and events
+    assert all(event["pid"] is None and event["comm"] is None for event in events)
 
 
 def test_cli_process_option_text(start_child, server):
