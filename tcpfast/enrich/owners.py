@@ -82,13 +82,12 @@ def fd_counts_supported(procfs: str = "/proc") -> bool:
     Any process has fds open, so one non-zero size settles it; ``self`` is tried
     first, and when this process is not in that procfs, a few others.
     """
-    candidates = ["self"]
     try:
         with os.scandir(procfs) as entries:
-            candidates += [entry.name for entry, _ in zip(
-                (entry for entry in entries if entry.name.isdigit()), range(PROCESS_DIRS_PROBED))]
+            pids = [entry.name for entry in entries if entry.name.isdigit()]
     except OSError:
         return False
+    candidates = ["self", *pids[:PROCESS_DIRS_PROBED]]
     for name in candidates:
         try:
             if os.stat(os.path.join(procfs, name, "fd")).st_size > 0:
