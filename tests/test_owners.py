@@ -215,10 +215,13 @@ def test_small_budgets_stop_early_never_wrong_and_resume(start_child, server):
     """Each lookup stops after a few hundred steps; answers stay right and later lookups go on."""
     child = start_child("tf8-budget")
     inodes = child.connect(server, 20)
-    finder = OwnerFinder(budget=300, use_fd_counts=FD_COUNTS, clock=StepClock())
+    clock = StepClock()
+    finder = OwnerFinder(budget=300, use_fd_counts=FD_COUNTS, clock=clock)
     found: dict[int, Owner] = {}
     for lookups in itertools.count(1):
+        started = clock.now
         result = finder.find([inode for inode in inodes if inode not in found])
+        assert clock.now - started <= 300 + 3         # the first look past the deadline ends it
         assert all(owner == Owner(child.pid, "tf8-budget") for owner in result.values())
         found.update(result)
         if len(found) == len(inodes) or lookups == 5_000:

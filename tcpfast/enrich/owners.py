@@ -44,7 +44,7 @@ import numpy as np
 
 SOCKET_LINK_PREFIX = "socket:["
 CLOCK_EVERY = 64
-"""fd names listed between two looks at the clock: listing costs ~1 µs a name."""
+"""Names listed (fds, pids) between two looks at the clock: listing costs ~1 µs a name."""
 DEFAULT_BUDGET = 0.2
 """Seconds per lookup: ~10,000 new sockets' owners on a busy 2-core host, 2% of a 10 s interval."""
 PROCESS_DIRS_PROBED = 16
@@ -224,11 +224,11 @@ class OwnerFinder:
             pid, fd = divmod(self._holders[inode], 1 << 32)
             by_pid.setdefault(pid, []).append((fd, inode))
         for pid in sorted(by_pid):
-            if lookup.out_of_time():
-                return
             try:
                 with _process_dirs(procfs, pid) as (process_dir, fd_dir):
                     for fd, inode in sorted(by_pid[pid]):
+                        if lookup.out_of_time():
+                            return
                         if _read_link(fd_dir, fd) == inode:
                             lookup.claim(inode, pid, process_dir)
                         else:
@@ -247,7 +247,9 @@ class OwnerFinder:
         current: dict[int, int] = {}
         try:
             with os.scandir(procfs) as entries:
-                for entry in entries:
+                for index, entry in enumerate(entries):
+                    if index % CLOCK_EVERY == 0 and lookup.out_of_time():
+                        return None
                     if entry.name.isdigit():
                         current[int(entry.name)] = entry.inode()
         except OSError:
