@@ -351,7 +351,7 @@ def test_non_root_finds_its_own_processes_only(start_child, server):
     except KeyError:
         pytest.skip("no user 'nobody' on this system")
     roots_child = start_child("tf8-roots")
-    roots = roots_child.connect(server, 2) + [inode_of(server)]
+    roots = [*roots_child.connect(server, 2), inode_of(server)]
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:                                         # the child: never returns into pytest

@@ -68,12 +68,10 @@ def procfs_of(proc_root: str) -> str:
     path = os.path.normpath(proc_root)
     while True:
         name = os.path.basename(path)
-        if name.isdigit() or name in ("self", "thread-self"):
-            path = os.path.dirname(path)
-        elif name == "task" and os.path.basename(os.path.dirname(path)).isdigit():
-            path = os.path.dirname(path)
-        else:
+        in_a_process = name == "task" and os.path.basename(os.path.dirname(path)).isdigit()
+        if not (name.isdigit() or name in ("self", "thread-self") or in_a_process):
             return path
+        path = os.path.dirname(path)
 
 
 def fd_counts_supported(procfs: str = "/proc") -> bool:
@@ -100,7 +98,7 @@ def fd_counts_supported(procfs: str = "/proc") -> bool:
 class _Table:
     """What was last read of one process's fd table."""
 
-    __slots__ = ("ident", "links", "unread", "listed", "refused")
+    __slots__ = ("ident", "links", "listed", "refused", "unread")
 
     def __init__(self, ident: int) -> None:
         self.ident = ident                  # inode of /proc/PID: a new one means another process

@@ -68,9 +68,10 @@ def json_lines(events: RowEvents, when: datetime) -> list[str]:
     durations = ([None] * len(events) if events.duration is None
                  else [_seconds(value) for value in events.duration.tolist()])
     owners = repeat(None) if events.owners is None else events.owners
+    columns = zip(_rows(events.rows), direction_names(events.direction), durations, owners)
     lines = []
-    for (family, local, local_port, remote, remote_port, state, uid, inode), direction, duration, owner in zip(
-            _rows(events.rows), direction_names(events.direction), durations, owners):
+    for row, direction, duration, owner in columns:
+        family, local, local_port, remote, remote_port, state, uid, inode = row
         event = {"time": stamp, "event": events.event, "family": family,
                  "local": local, "local_port": local_port,
                  "remote": remote, "remote_port": remote_port,
