@@ -230,6 +230,16 @@ def test_small_budgets_stop_early_never_wrong_and_resume(start_child, server):
     assert OwnerFinder(budget=0).find(inodes) == {}
 
 
+def test_the_first_lookup_has_its_own_budget(start_child, server):
+    """Nothing cached yet: the first lookup that has something to find gets first_budget."""
+    child = start_child("tf8-first")
+    first = child.connect(server, 2)
+    finder = OwnerFinder(budget=0, first_budget=GENEROUS_BUDGET)
+    assert finder.find([]) == {}
+    assert finder.find(first) == {inode: Owner(child.pid, "tf8-first") for inode in first}
+    assert finder.find(child.connect(server, 2)) == {}
+
+
 def test_fd_count_is_st_size():
     """The fact the targeted search rests on (Linux 6.2+), checked on a process with known fds."""
     if not FD_COUNTS:
