@@ -293,6 +293,13 @@ def test_cli_connection_of_an_exited_process_has_pid_null(start_child, server):
     assert all(event["pid"] is None and event["comm"] is None for event in events)
 
 
+def test_cli_process_option_on_tables_without_processes():
+    """Sample tables in a directory with no process in it: every owner unknown, no error."""
+    sample = os.path.join(os.path.dirname(__file__), "data", "proc")
+    events = [json.loads(line) for line in _tcpfast("--json", "--process", "--proc-root", sample)]
+    assert events and all(event["pid"] is None and event["comm"] is None for event in events)
+
+
 def test_cli_process_option_text(start_child, server):
     child = start_child("tf8-cli-text")
     child.connect(server, 1)
