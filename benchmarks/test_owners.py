@@ -94,6 +94,19 @@ def full_walk(procfs: str = "/proc") -> dict[int, int]:
     return owners
 
 
+def host_size(procfs: str = "/proc") -> tuple[int, int]:
+    """(processes, open fds) on the host now: what a full walk has to go through."""
+    processes = fds = 0
+    for name in os.listdir(procfs):
+        if name.isdigit():
+            processes += 1
+            try:
+                fds += os.stat(f"{procfs}/{name}/fd").st_size
+            except OSError:
+                continue
+    return processes, fds
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
@@ -181,17 +194,19 @@ def test_owners_of_new_sockets(benchmark, busy_host, new):
     medians = {name: statistics.median(values) for name, values in times.items()}
     ratio = medians["finder"] / medians["full_walk"]
     slowest = max(times["finder"])
+    processes, fds = host_size()
     benchmark.extra_info.update({
-        "new_sockets": new, "processes": sum(name.isdigit() for name in os.listdir("/proc")),
+        "new_sockets": new, "processes": processes, "fds": fds,
         "median_ms finder": round(medians["finder"] * 1e3, 3),
         "median_ms full_walk": round(medians["full_walk"] * 1e3, 3),
         "ratio finder / full_walk": round(ratio, 4), "target": TARGETS[new],
         "max_ms finder": round(slowest * 1e3, 3), "budget_ms": BUDGET * 1e3,
         "rounds all found": f"{sum(found_all)}/{len(found_all)}",
     })
-    print(f"\n{new:>6} new: finder {medians['finder'] * 1e3:.2f} ms, full walk "
-          f"{medians['full_walk'] * 1e3:.1f} ms, ratio {ratio:.4f} (target {TARGETS[new]}), slowest "
-          f"{slowest * 1e3:.2f} ms (budget {BUDGET * 1e3:g}), all found in {sum(found_all)}/{len(found_all)}")
+    print(f"\nhost: {processes} processes, {fds} fds; {new:>6} new: "
+          f"finder {medians['finder'] * 1e3:.2f} ms, full walk {medians['full_walk'] * 1e3:.1f} ms, "
+          f"ratio {ratio:.4f} (target {TARGETS[new]}), slowest {slowest * 1e3:.2f} ms "
+          f"(budget {BUDGET * 1e3:g}), all found in {sum(found_all)}/{len(found_all)}")
     assert slowest <= BUDGET + CLOCK_SLACK
     assert all(found_all)
     assert ratio <= TARGETS[new]
