@@ -1,0 +1,164 @@
+"""Port scans: one remote address connecting to more than N distinct local ports in W seconds.
+
+The window is one numpy structured array, one entry per (source, local port)
+seen in the last W seconds, sorted by a 64-bit key so that each source's
+entries are contiguous. A poll appends its inbound connections, drops what
+has expired, re-sorts (a stable sort of an array sorted but for its tail,
+nearly linear) and folds repeated (source, port) pairs into one: no Python
+loop touches a row. Python only runs per reported scan.
+
+Memory is bounded by ``max_entries`` (source, port) pairs, 56 bytes each
+(about 29 MB at the default 2**19, twice that while sorting), whatever the
+number of sources: past it the oldest entries are dropped first (counted in
+``evicted``), which can only delay a detection, never invent one. Within the
+bound the number of entries is at most the inbound connections of the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .networks import AllowList, address_of, is_ipv4, source_words
+
+#: One (source, local port) pair of the window. ``key`` orders the window:
+#: an IPv4 source's address (exact), an IPv6 source's 47-bit hash with the
+#: top bit set, shifted over the port. ``reported``: already part of a report.
+WINDOW_DTYPE = np.dtype([
+    ("key", np.uint64), ("high", np.uint64), ("low", np.uint64),
+    ("local_high", np.uint64), ("local_low", np.uint64), ("time", np.float64),
+    ("reported", np.bool_),
+], align=True)
+
+_PORT_BITS = np.uint64(16)
+_PORT_MASK = np.uint64(0xFFFF)
+_IPV6_FLAG = np.uint64(1 << 47)
+_HASH_MULTIPLIERS = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
+
+
+@dataclass(frozen=True)
+class PortScan:
+    """One source that crossed the threshold: what it touched within the window."""
+
+    remote: str                 # the source address, IPv4 for IPv4-mapped sources
+    local: str                  # the local address of its latest connection
+    family: int                 # 4 or 6
+    ports: tuple[int, ...]      # distinct local ports within the window, sorted
+    window: float               # seconds
+
+
+def _source_codes(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """48-bit source codes: an IPv4 address itself; an IPv6 address's hash, top bit set."""
+    codes = low & np.uint64(0xFFFF_FFFF)
+    ipv6 = ~is_ipv4(high, low)
+    if ipv6.any():
+        mixed = high[ipv6] * _HASH_MULTIPLIERS[0] ^ low[ipv6] * _HASH_MULTIPLIERS[1]
+        mixed ^= mixed >> np.uint64(29)
+        codes[ipv6] = _IPV6_FLAG | (mixed >> np.uint64(17))
+    return codes
+
+
+class ScanDetector:
+    """Finds port scans in the stream of new inbound connections, poll by poll."""
+
+    def __init__(self, ports: int = 3, window: float = 60.0, allow: AllowList | None = None,
+                 max_entries: int = 2**19) -> None:
+        if ports < 1 or not window > 0 or max_entries < 1:
+            raise ValueError("ports and max_entries must be >= 1 and window > 0")
+        self.ports = ports
+        self.window = float(window)
+        self.allow = allow or AllowList()
+        self.max_entries = max_entries
+        self.evicted = 0
+        self._entries = np.zeros(0, dtype=WINDOW_DTYPE)
+
+    def __len__(self) -> int:
+        """Entries, (source, local port) pairs, held in the window now."""
+        return len(self._entries)
+
+    def update(self, rows: np.ndarray, now: float) -> list[PortScan]:
+        """Take one poll's new inbound rows (CONNECTION_DTYPE) seen at ``now`` (seconds).
+
+        Returns the sources that now hold more than ``ports`` distinct local
+        ports within the window and have a port not yet reported: a scan is
+        reported when it crosses the threshold, again when it goes on to more
+        ports, and again after a quiet window (its entries expire).
+        """
+        entries = self._entries[self._entries["time"] > now - self.window]
+        arrived = self._arrivals(rows, now)
+        if len(arrived) == 0:
+            self._entries = entries
+            return []
+        entries = self._fold(np.concatenate([entries, arrived]))
+        if len(entries) > self.max_entries:
+            entries = self._evict_oldest(entries)
+        self._entries = entries
+        return self._report(entries)
+
+    def _arrivals(self, rows: np.ndarray, now: float) -> np.ndarray:
+        high, low = source_words(rows["remote_addr"], rows["family"])
+        keep = ~self.allow.contains(high, low) if self.allow else slice(None)
+        high, low = high[keep], low[keep]
+        local_high, local_low = source_words(rows["local_addr"][keep], rows["family"][keep])
+        arrived = np.empty(len(high), dtype=WINDOW_DTYPE)
+        arrived["key"] = (_source_codes(high, low) << _PORT_BITS) | rows["local_port"][keep]
+        arrived["high"], arrived["low"] = high, low
+        arrived["local_high"], arrived["local_low"] = local_high, local_low
+        arrived["time"] = now
+        arrived["reported"] = False
+        return arrived
+
+    @staticmethod
+    def _fold(entries: np.ndarray) -> np.ndarray:
+        """Sort by source, keep one entry per (source, port): the latest, reported if any was.
+
+        The stable sort keeps arrival order within a pair, so the last is the
+        latest. A hash collision between two IPv6 sources (adjacent equal
+        source codes, different addresses) falls back to an exact sort on the
+        addresses.
+        """
+        entries = entries[np.argsort(entries["key"], kind="stable")]
+        high, low, key = entries["high"], entries["low"], entries["key"]
+        same_code = (key[1:] >> _PORT_BITS) == (key[:-1] >> _PORT_BITS)
+        if (same_code & ((high[1:] != high[:-1]) | (low[1:] != low[:-1]))).any():
+            entries = entries[np.lexsort((entries["key"] & _PORT_MASK, entries["low"],
+                                          entries["high"]))]
+            high, low, key = entries["high"], entries["low"], entries["key"]
+        same_pair = ((high[1:] == high[:-1]) & (low[1:] == low[:-1])
+                     & ((key[1:] & _PORT_MASK) == (key[:-1] & _PORT_MASK)))
+        if not same_pair.any():
+            return entries
+        starts = np.flatnonzero(np.concatenate([[True], ~same_pair]))
+        reported = np.logical_or.reduceat(entries["reported"], starts)
+        folded = entries[np.concatenate([starts[1:] - 1, [len(entries) - 1]])]
+        folded["reported"] = reported
+        return folded
+
+    def _evict_oldest(self, entries: np.ndarray) -> np.ndarray:
+        excess = len(entries) - self.max_entries
+        oldest = np.argpartition(entries["time"], excess - 1)[:excess]
+        keep = np.ones(len(entries), dtype=bool)
+        keep[oldest] = False
+        self.evicted += excess
+        return entries[keep]
+
+    def _report(self, entries: np.ndarray) -> list[PortScan]:
+        high, low = entries["high"], entries["low"]
+        starts = np.flatnonzero(np.concatenate(
+            [[True], (high[1:] != high[:-1]) | (low[1:] != low[:-1])]))
+        counts = np.diff(np.concatenate([starts, [len(entries)]]))
+        unreported = np.logical_or.reduceat(~entries["reported"], starts)
+        scanning = np.flatnonzero((counts > self.ports) & unreported)
+        scans = []
+        for start, count in zip(starts[scanning].tolist(), counts[scanning].tolist()):
+            source = entries[start:start + count]
+            latest = source[np.argmax(source["time"])]
+            remote = address_of(latest["high"], latest["low"])
+            ports = np.unique((source["key"] & _PORT_MASK).astype(np.uint16))
+            scans.append(PortScan(
+                remote=str(remote),
+                local=str(address_of(latest["local_high"], latest["local_low"])),
+                family=remote.version, ports=tuple(ports.tolist()), window=self.window))
+            entries["reported"][start:start + count] = True
+        return scans
