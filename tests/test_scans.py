@@ -14,7 +14,7 @@ import pytest
 
 from tcpfast.detect import AllowList, ScanDetector, scans
 from tcpfast.diff.changes import new_connections
-from tcpfast.outputs import alerts
+from tcpfast.outputs import alerts, firewall
 from tcpfast.schema import CONNECTION_DTYPE, STATE_CODES
 from tcpfast.sources import read_snapshot
 
@@ -144,7 +144,7 @@ def test_event_lines_follow_the_contract():
         "time": "2026-11-28T10:00:05+00:00", "event": "port_scan", "family": 4,
         "local": "10.0.0.5", "remote": "192.0.2.56", "ports": [80, 81, 82, 83],
         "window": 60.0}
-    block = alerts.Block("192.0.2.56", 4, datetime(2026, 11, 28, 11, 0, 5, tzinfo=timezone.utc))
+    block = firewall.Block("192.0.2.56", 4, datetime(2026, 11, 28, 11, 0, 5, tzinfo=timezone.utc))
     assert alerts.block_text_lines([block], when) == [
         "2026-11-28 10:00:05+00:00: Blocked 192.0.2.56 until 2026-11-28 11:00:05+00:00"]
     assert json.loads(alerts.block_json_lines([block], when)[0]) == {

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from ..detect.scans import PortScan
+import numpy as np
 
+from ..detect.scans import PortScan, ScanDetector
+from .firewall import Block, Firewall, FirewallError
 
-@dataclass(frozen=True)
-class Block:
-    """A source address dropped by the firewall until ``until`` (UTC)."""
-
-    remote: str
-    family: int
-    until: datetime
+if TYPE_CHECKING:
+    from .metrics import Metrics            # prometheus_client is imported only with --metrics
 
 
 def _stamp(when: datetime, sep: str) -> str:
@@ -52,3 +49,46 @@ def block_json_lines(blocks: Sequence[Block], when: datetime) -> list[str]:
     return [json.dumps({"time": stamp, "event": "block", "family": block.family,
                         "remote": block.remote, "until": _stamp(block.until, "T")})
             for block in blocks]
+
+
+class ScanAlerts:
+    """A poll's inbound connections -> port-scan lines, and block lines when blocking.
+
+    The watch loop's one call per poll; detection, the firewall and the
+    counters stay in their own modules.
+    """
+
+    def __init__(self, detector: ScanDetector, *, json_lines: bool = False,
+                 firewall: Firewall | None = None, metrics: Metrics | None = None,
+                 warn: Callable[[str], None] = print) -> None:
+        self.detector = detector
+        self.firewall = firewall
+        self.metrics = metrics
+        self._warn = warn
+        self._scan_lines = scan_json_lines if json_lines else scan_text_lines
+        self._block_lines = block_json_lines if json_lines else block_text_lines
+
+    def poll(self, inbound: np.ndarray, now: float, when: datetime) -> list[str]:
+        """Lines for the scans (and blocks) that ``inbound``, new this poll, completes."""
+        scans = self.detector.update(inbound, now)
+        if not scans:
+            return []
+        lines = self._scan_lines(scans, when)
+        blocks = [block for block in map(self._block, scans) if block is not None]
+        lines += self._block_lines(blocks, when)
+        if self.metrics is not None:
+            self.metrics.port_scans.inc(len(scans))
+            self.metrics.blocks.inc(len(blocks))
+        return lines
+
+    def _block(self, scan: PortScan) -> Block | None:
+        if self.firewall is None:
+            return None
+        try:
+            block = self.firewall.block(scan.remote)
+        except FirewallError as error:
+            self._warn(f"{error}; still watching")
+            return None
+        if block is None:
+            self._warn(f"not blocking {scan.remote}: loopback, this host's or --allow'ed")
+        return block

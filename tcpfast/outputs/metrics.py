@@ -1,0 +1,113 @@
+"""Prometheus metrics (``--metrics [ADDR:]PORT``): counters, a state gauge, a poll histogram.
+
+No label holds an address or a port, so the number of series is fixed:
+directions x families for connections, the kernel's states for sockets.
+Counting is vectorised (one ``bincount`` a poll), never a loop over rows.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
+                               disable_created_metrics, start_http_server)
+
+from .. import __version__, backend
+from ..schema import STATE_NAMES
+from ..sources import Snapshot
+
+#: Direction codes (tcpfast.enrich.direction) and their label values.
+DIRECTION_NAMES: dict[int, str] = {0: "unknown", 1: "in", 2: "out", 3: "listen"}
+FAMILIES = (4, 6)
+DEFAULT_ADDRESS = "127.0.0.1"
+#: Poll durations from a tiny table (~1 ms) to a million sockets cut short (tens of s).
+POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0)
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """``PORT``, ``ADDR:PORT`` or ``[IPV6]:PORT`` -> (address, port); ValueError if not."""
+    address, _, port_text = text.rpartition(":")
+    address = address.strip("[]") or DEFAULT_ADDRESS
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"expected [ADDR:]PORT with a port from 1 to 65535, not {text!r}")
+    return address, int(port_text)
+
+
+class Metrics:
+    """tcpfast's metrics in a registry of their own (several watchers can share a process)."""
+
+    def __init__(self, source: str = "proc", registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()        # no *_created series: half the output, no use here
+        self.registry = registry or CollectorRegistry()
+        labels = ("direction", "family")
+        self.new = Counter("tcpfast_new_connections", "Connections seen opening, after the "
+                           "first poll (those were open before tcpfast started).", labels,
+                           registry=self.registry)
+        self.closed = Counter("tcpfast_closed_connections", "Connections seen closing.",
+                              labels, registry=self.registry)
+        for direction in DIRECTION_NAMES.values():
+            for family in FAMILIES:
+                self.new.labels(direction, str(family))
+                self.closed.labels(direction, str(family))
+        self.port_scans = Counter("tcpfast_port_scans", "Port scans reported.",
+                                  registry=self.registry)
+        self.blocks = Counter("tcpfast_blocks", "Source addresses added to the nftables "
+                              "block sets.", registry=self.registry)
+        self.malformed = Counter("tcpfast_malformed_rows", "Rows of /proc/net/tcp* that "
+                                 "could not be parsed and were skipped.",
+                                 registry=self.registry)
+        self.cut_short = Counter("tcpfast_cut_short_polls", "Polls whose read hit the "
+                                 "interval and stopped early (rows past it unseen).",
+                                 registry=self.registry)
+        self.polls = Counter("tcpfast_polls", "Polls done.", registry=self.registry)
+        self.sockets = Gauge("tcpfast_tcp_connection_states", "TCP sockets by state at the "
+                             "last poll (as node_tcp_connection_states).", ("state",),
+                             registry=self.registry)
+        self.last_poll = Gauge("tcpfast_last_poll_timestamp_seconds", "Unix time of the last "
+                               "poll: a watcher that stopped polling stops moving it.",
+                               registry=self.registry)
+        self.poll_seconds = Histogram("tcpfast_poll_duration_seconds", "Time to read and "
+                                      "diff one poll.", buckets=POLL_BUCKETS,
+                                      registry=self.registry)
+        Info("tcpfast_build", "Version, compiled or pure-Python code, and the socket source.",
+             registry=self.registry).info({
+                 "version": __version__,
+                 "implementation": "compiled" if backend.ACCELERATED else "pure",
+                 "source": source})
+        self._state_codes = np.array(sorted(STATE_NAMES), dtype=np.intp)
+
+    def serve(self, address: str, port: int) -> None:
+        """Serve /metrics on a daemon thread; OSError if the address cannot be bound."""
+        start_http_server(port, addr=address, registry=self.registry)
+
+    def record_poll(self, snapshot: Snapshot, seconds: float) -> None:
+        """A finished poll: its duration, the sockets by state, what it skipped or cut."""
+        self.polls.inc()
+        self.poll_seconds.observe(seconds)
+        self.last_poll.set(time.time())
+        self.malformed.inc(snapshot.malformed)
+        if not snapshot.complete:
+            self.cut_short.inc()
+        counts = np.bincount(snapshot.rows["state"], minlength=256)[self._state_codes]
+        for code, count in zip(self._state_codes.tolist(), counts.tolist()):
+            self.sockets.labels(STATE_NAMES[code].lower()).set(count)
+
+    def record_new(self, rows: np.ndarray, directions: np.ndarray) -> None:
+        """New connections (not the first poll's) with their direction codes."""
+        self._count(self.new, rows, directions)
+
+    def record_closed(self, rows: np.ndarray, directions: np.ndarray) -> None:
+        """Closed connections with their direction codes."""
+        self._count(self.closed, rows, directions)
+
+    @staticmethod
+    def _count(counter: Counter, rows: np.ndarray, directions: np.ndarray) -> None:
+        ipv6 = (rows["family"] == 6).astype(np.intp)
+        cells = np.bincount(directions.astype(np.intp) * 2 + ipv6,
+                            minlength=2 * len(DIRECTION_NAMES))
+        for cell in np.flatnonzero(cells).tolist():
+            direction, family = divmod(cell, 2)
+            counter.labels(DIRECTION_NAMES[direction], str(FAMILIES[family])).inc(
+                int(cells[cell]))
