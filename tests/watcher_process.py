@@ -13,8 +13,9 @@ import time
 class WatcherProcess:
     """Runs the watcher; collects stdout and stderr lines in threads."""
 
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "tcpfast", *args],
+    def __init__(self, *args: str, prefix: tuple[str, ...] = ()) -> None:
+        """``prefix``: a command to run it under, e.g. ``ip netns exec NAME``."""
+        self.process = subprocess.Popen([*prefix, sys.executable, "-m", "tcpfast", *args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
         self.out: list[str] = []
