@@ -6,19 +6,17 @@ nft only ever runs inside W (the watcher runs there); the host's ruleset is
 compared before and after.
 """
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.namespaces import add_namespace, peer
 from tests.watcher_process import WatcherProcess
 
-PEER = str(Path(__file__).with_name("netns_peer.py"))
 PORTS = [8001, 8002, 8003, 8004, 8005]
 WATCHED, SCANNER, ALLOWED = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 BLOCK_FOR = 600
@@ -42,7 +40,7 @@ def namespaces():
     created = []
     try:
         for name in (watched, scanner):
-            _run("ip", "netns", "add", name)
+            add_namespace(name)
             created.append(name)
             _run("ip", "-n", name, "link", "set", "lo", "up")
         _run("ip", "link", "add", f"tf9w{tag}", "netns", watched, "type", "veth",
@@ -56,18 +54,6 @@ def namespaces():
     finally:
         for name in created:
             subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-@contextlib.contextmanager
-def peer(namespace: str, *arguments: str):
-    process = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, PEER,
-                                *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True)
-    try:
-        yield process
-    finally:
-        process.stdin.close()
-        process.wait(timeout=10)
 
 
 def connect(client, source: str, port: int, timeout: float = 5.0) -> str:

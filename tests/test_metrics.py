@@ -8,13 +8,11 @@ config and data dir, a 250 ms scrape interval) scrapes it. Scrapes therefore
 never show up among the watched connections.
 """
 
-import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -23,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from tcpfast import backend
+from tests.namespaces import add_namespace, peer
 from tests.watcher_process import WatcherProcess
 
-PEER = str(Path(__file__).with_name("netns_peer.py"))
 LISTEN_PORTS = ["8001", "8002", "8003"]
 CONNECTIONS = 4
 
@@ -55,24 +53,12 @@ def wait_for(condition, what: str, timeout: float = 60.0):
 @pytest.fixture
 def namespace():
     name = f"tf9-m{os.getpid() % 100000}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    add_namespace(name)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-@contextlib.contextmanager
-def peer(namespace: str, *arguments: str):
-    process = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, PEER,
-                                *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True)
-    try:
-        yield process
-    finally:
-        process.stdin.close()
-        process.wait(timeout=10)
 
 
 class Prometheus:

@@ -1,0 +1,33 @@
+"""Network namespaces for the tests: created and removed by the test, peers run inside."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PEER = str(Path(__file__).with_name("netns_peer.py"))
+
+
+def add_namespace(name: str) -> None:
+    """``ip netns add NAME``, or skip the test where that is not permitted (a container)."""
+    result = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot create network namespace {name}: {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def peer(namespace: str, *arguments: str) -> Iterator[subprocess.Popen]:
+    """tests/netns_peer.py running in ``namespace``; its stdin closed (it exits) at the end."""
+    process = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, PEER,
+                                *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        yield process
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
