@@ -24,6 +24,10 @@ RUN pip install --no-cache-dir '.[test]' && python -m pytest \
  && touch /tests-passed
 
 FROM python:3.11-slim AS runtime
+# nft and ip for --block (opt-in; it also needs --user 0 --cap-add NET_ADMIN).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nftables iproute2 \
+ && rm -rf /var/lib/apt/lists/*
 # Copying the marker makes the runtime image depend on the tests having passed.
 COPY --from=testing /tests-passed /tmp/tests-passed
 COPY --from=build /opt/tcpfast /opt/tcpfast

@@ -80,6 +80,7 @@ class ScanDetector:
         self.max_entries = max_entries
         self.evicted = 0
         self._entries = np.zeros(0, dtype=WINDOW_DTYPE)
+        self._exact_keys = True     # the window's keys alone tell its sources apart
 
     def __len__(self) -> int:
         """Entries, (source, local port) pairs, held in the window now."""
@@ -118,24 +119,28 @@ class ScanDetector:
         arrived["reported"] = False
         return arrived
 
-    @staticmethod
-    def _fold(entries: np.ndarray) -> np.ndarray:
+    def _fold(self, entries: np.ndarray) -> np.ndarray:
         """Sort by source, keep one entry per (source, port): the latest, reported if any was.
 
         The stable sort keeps arrival order within a pair, so the last is the
-        latest. A hash collision between two IPv6 sources (adjacent equal
-        source codes, different addresses) falls back to an exact sort on the
-        addresses.
+        latest. Keys are exact for IPv4 sources; equal IPv6 codes are checked
+        against the addresses, and a collision (two sources, one code) falls
+        back to an exact sort on the addresses for this poll.
         """
         entries = _select(entries, np.argsort(entries["key"], kind="stable"))
-        high, low, key = entries["high"], entries["low"], entries["key"]
-        same_code = (key[1:] >> _PORT_BITS) == (key[:-1] >> _PORT_BITS)
-        if (same_code & ((high[1:] != high[:-1]) | (low[1:] != low[:-1]))).any():
-            entries = _select(entries, np.lexsort((entries["key"] & _PORT_MASK,
-                                                   entries["low"], entries["high"])))
-            high, low, key = entries["high"], entries["low"], entries["key"]
-        same_pair = ((high[1:] == high[:-1]) & (low[1:] == low[:-1])
-                     & ((key[1:] & _PORT_MASK) == (key[:-1] & _PORT_MASK)))
+        key = entries["key"]
+        code = key >> _PORT_BITS
+        ipv6_pairs = np.flatnonzero((code[1:] == code[:-1]) & (code[1:] >= _IPV6_FLAG))
+        high, low = entries["high"], entries["low"]
+        self._exact_keys = not ((high[ipv6_pairs] != high[ipv6_pairs + 1])
+                                | (low[ipv6_pairs] != low[ipv6_pairs + 1])).any()
+        if self._exact_keys:
+            same_pair = key[1:] == key[:-1]
+        else:
+            entries = _select(entries, np.lexsort((key & _PORT_MASK, low, high)))
+            key, high, low = entries["key"], entries["high"], entries["low"]
+            same_pair = ((high[1:] == high[:-1]) & (low[1:] == low[:-1])
+                         & ((key[1:] & _PORT_MASK) == (key[:-1] & _PORT_MASK)))
         if not same_pair.any():
             return entries
         starts = np.flatnonzero(np.concatenate([[True], ~same_pair]))
@@ -153,9 +158,13 @@ class ScanDetector:
         return _select(entries, keep)
 
     def _report(self, entries: np.ndarray) -> list[PortScan]:
-        high, low = entries["high"], entries["low"]
-        starts = np.flatnonzero(np.concatenate(
-            [[True], (high[1:] != high[:-1]) | (low[1:] != low[:-1])]))
+        if self._exact_keys:
+            code = entries["key"] >> _PORT_BITS
+            new_source = code[1:] != code[:-1]
+        else:
+            high, low = entries["high"], entries["low"]
+            new_source = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+        starts = np.flatnonzero(np.concatenate([[True], new_source]))
         counts = np.diff(np.concatenate([starts, [len(entries)]]))
         unreported = np.logical_or.reduceat(~entries["reported"], starts)
         scanning = np.flatnonzero((counts > self.ports) & unreported)
