@@ -58,9 +58,9 @@ class ScanAlerts:
     counters stay in their own modules.
     """
 
-    def __init__(self, detector: ScanDetector, *, json_lines: bool = False,
-                 firewall: Firewall | None = None, metrics: Metrics | None = None,
-                 warn: Callable[[str], None] = print) -> None:
+    def __init__(self, detector: ScanDetector, warn: Callable[[str], None], *,
+                 json_lines: bool = False, firewall: Firewall | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.detector = detector
         self.firewall = firewall
         self.metrics = metrics
