@@ -6,17 +6,26 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import __version__, backend
+from .detect import AllowList, ScanDetector
 from .enrich.direction import ephemeral_ports
 from .enrich.owners import DEFAULT_BUDGET, OwnerFinder, procfs_of
+from .events import Poll
 from .loop import StopSignals, run_every
+from .outputs.alerts import ScanAlerts
+from .outputs.firewall import DEFAULT_BLOCK_SECONDS, Firewall, FirewallError
 from .outputs.printer import EVENT_KINDS, EventPrinter
 from .outputs.writer import LineWriter, OutputError
 from .poller import Poller
 from .schema import STATE_CODES
 from .sources import TABLES
 from .watch import Watcher
+
+if TYPE_CHECKING:
+    from .outputs.metrics import Metrics  # prometheus_client is imported only with --metrics
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1           # --once with a --read-timeout that cut the read short
@@ -64,6 +73,27 @@ def _events(text: str) -> tuple[str, ...]:
             f"unknown event {', '.join(map(repr, unknown)) or repr(text)}; "
             f"choose from {', '.join(EVENT_KINDS)}")
     return tuple(names)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
+    return int(text)
+
+
+def _allow(text: str) -> AllowList:
+    try:
+        return AllowList.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    from .outputs.metrics import parse_listen_address
+    try:
+        return parse_listen_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _version() -> str:
@@ -128,12 +158,66 @@ def build_parser() -> argparse.ArgumentParser:
                              f"pid=PID COMM. A poll's lookup stops after {DEFAULT_BUDGET:g} s "
                              "(the first poll's after half the interval; with --once, when "
                              "done); sockets of processes this user may not read have none")
+    parser.add_argument("--scan-ports", type=_count, default=3, metavar="N",
+                        help="report a port scan when one remote address opens inbound "
+                             "connections to more than N distinct local ports within "
+                             "--scan-window, whatever --state prints; 0 turns detection off "
+                             "(default: %(default)s)")
+    parser.add_argument("--scan-window", type=_seconds, default=60.0, metavar="SECONDS",
+                        help="port-scan window (default: %(default)g)")
+    parser.add_argument("--allow", type=_allow, default=AllowList(), metavar="CIDR[,CIDR...]",
+                        help="sources never reported as scanners nor blocked, e.g. "
+                             "10.0.0.0/8,2001:db8::/32")
+    parser.add_argument("--block", action="store_true",
+                        help="drop a detected scanner's packets with nftables (table inet "
+                             "tcpfast; needs the nft command and CAP_NET_ADMIN); never "
+                             "loopback, this host's addresses, or --allow")
+    parser.add_argument("--block-for", type=_seconds, default=DEFAULT_BLOCK_SECONDS,
+                        metavar="SECONDS", help="how long a block lasts (default: %(default)g)")
+    parser.add_argument("--metrics", type=_listen_address, metavar="[ADDR:]PORT",
+                        help="serve Prometheus metrics on http://ADDR:PORT/metrics "
+                             "(ADDR default 127.0.0.1)")
     parser.add_argument("--version", action="version", version=_version())
     return parser
 
 
+def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                    ephemeral: tuple[int, int]) -> tuple[ScanAlerts | None, Metrics | None]:
+    """Scan alerts and metrics as asked; FirewallError or OSError when they cannot start."""
+    if args.block and args.scan_ports == 0:
+        parser.error("--block needs port-scan detection (--scan-ports above 0)")
+    metrics = None
+    if args.metrics:
+        from .outputs.metrics import Metrics
+        metrics = Metrics(source="proc")
+        metrics.serve(*args.metrics)
+    firewall = None
+    if args.block:
+        firewall = Firewall(block_for=args.block_for, allow=args.allow)
+        firewall.start()
+    alerts = None
+    if args.scan_ports:
+        alerts = ScanAlerts(ScanDetector(args.scan_ports, args.scan_window, args.allow), _warn,
+                            json_lines=args.json, firewall=firewall, metrics=metrics,
+                            ephemeral=ephemeral)
+    return alerts, metrics
+
+
+def _emitter(printer: EventPrinter, writer: LineWriter, alerts: ScanAlerts | None,
+             metrics: Metrics | None) -> Callable[[Poll], None]:
+    """Each poll to the printer, then to port-scan detection and the metrics, as asked."""
+    def emit(poll: Poll) -> None:
+        printer(poll)
+        if alerts:
+            writer.write(alerts(poll))
+        if metrics:
+            metrics.record(poll)
+    return emit
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if backend.PURE_SETTING_PROBLEM:
         _warn(backend.PURE_SETTING_PROBLEM)
     if not backend.ACCELERATED and not backend.PURE_REQUESTED:
@@ -146,20 +230,33 @@ def main(argv: list[str] | None = None) -> int:
     read_timeout = args.read_timeout
     if read_timeout is None and not args.once:
         read_timeout = DEFAULT_READ_TIMEOUT
+    ephemeral = ephemeral_ports()
+    try:
+        alerts, metrics = _start_features(args, parser, ephemeral)
+    except FirewallError as error:
+        _warn(str(error))
+        return EXIT_INPUT_ERROR
+    except OSError as error:
+        _warn(f"--metrics: cannot listen on {args.metrics[0]}:{args.metrics[1]}: "
+              f"{error.strerror or error}")
+        return EXIT_INPUT_ERROR
     stop = StopSignals(output_fd=1)
     owners = None
     if args.process:        # the first lookup, with nothing cached, is a full walk of /proc/*/fd
         first_budget = math.inf if args.once else max(DEFAULT_BUDGET, args.interval / 2)
         owners = OwnerFinder(procfs_of(args.proc_root), first_budget=first_budget)
+    printer = EventPrinter(writer, json=args.json, events=args.events,
+                           show_direction=args.direction)
     poller = Poller(
-        Watcher(args.state, skip_existing=args.skip_existing, ephemeral=ephemeral_ports()),
-        EventPrinter(writer, json=args.json, events=args.events, show_direction=args.direction),
+        Watcher(args.state, skip_existing=args.skip_existing, ephemeral=ephemeral),
+        _emitter(printer, writer, alerts, metrics),
         _warn, proc_root=args.proc_root, read_timeout=read_timeout,
         cancelled=lambda: stop.requested, owners=owners)
+    poll = metrics.timed(poller.poll) if metrics else poller.poll
 
     def poll_and_go_on() -> None:
         try:
-            poller.poll()
+            poll()
         except OSError as error:                    # a table gone mid-run: keep polling
             if poller.polls == 0 or isinstance(error, BrokenPipeError):
                 raise
@@ -168,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop:
             if args.once:
-                poller.poll()
+                poll()
             else:
                 run_every(args.interval, poll_and_go_on, stop)
     except BrokenPipeError:

@@ -71,10 +71,11 @@ class Prometheus:
             "scrape_configs": [{"job_name": "tcpfast",
                                 "static_configs": [{"targets": [target]}]}]}))
         self.address = f"127.0.0.1:{free_port()}"
-        self.log = open(directory / "prometheus.log", "w")
-        self.process = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
-             f"--web.listen-address={self.address}"], stdout=self.log, stderr=subprocess.STDOUT)
+        with open(directory / "prometheus.log", "w") as log:     # the child keeps its copy
+            self.process = subprocess.Popen(
+                ["prometheus", f"--config.file={config}",
+                 f"--storage.tsdb.path={directory / 'data'}",
+                 f"--web.listen-address={self.address}"], stdout=log, stderr=subprocess.STDOUT)
 
     def get(self, path: str) -> bytes | None:
         try:
@@ -95,7 +96,6 @@ class Prometheus:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
-        self.log.close()
 
 
 def test_prometheus_scrapes_the_new_connection_counter(namespace, tmp_path):
@@ -129,7 +129,8 @@ def test_prometheus_scrapes_the_new_connection_counter(namespace, tmp_path):
                     series["metric"]["direction"]: float(series["value"][1])
                     for series in prometheus.query(
                         "sum by (direction) (tcpfast_new_connections_total)")}
-                assert by_direction["in"] == CONNECTIONS
+                assert by_direction == {"in": CONNECTIONS, "out": CONNECTIONS,
+                                        "listen": 0, "unknown": 0}
                 assert prometheus.value(
                     'tcpfast_tcp_connection_states{state="listen"}') == len(LISTEN_PORTS)
                 implementation = "compiled" if backend.ACCELERATED else "pure"

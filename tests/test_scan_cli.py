@@ -25,16 +25,16 @@ def test_watcher_reports_each_scan_once_whatever_state_prints():
                 return {event["local_port"] for event in watcher.events()
                         if event["event"] == "new"}
             watcher.wait_until(lambda: set(ports) <= listed())     # the first poll
-            for source in SCANNERS:
+            def scans():
+                return [event for event in watcher.events()
+                        if event["event"] == "port_scan" and event["remote"] in SCANNERS]
+
+            for count, source in enumerate(SCANNERS, 1):
                 for port in ports:
                     client = stack.enter_context(socket.socket())
                     client.bind((source, 0))
                     client.connect(("127.0.0.1", port))
-
-                def scans():
-                    return [event for event in watcher.events()
-                            if event["event"] == "port_scan" and event["remote"] in SCANNERS]
-                watcher.wait_until(lambda: source in {scan["remote"] for scan in scans()})
+                watcher.wait_until(lambda count=count: len(scans()) >= count)
         finally:
             watcher.stop()
     assert [(scan["remote"], scan["local"], scan["ports"]) for scan in scans()] == [

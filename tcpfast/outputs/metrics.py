@@ -8,17 +8,25 @@ Counting is vectorised (one ``bincount`` a poll), never a loop over rows.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
-                               disable_created_metrics, start_http_server)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from .. import __version__, backend
+from ..enrich.direction import DIRECTION_NAMES
+from ..events import Poll
 from ..schema import STATE_NAMES
 from ..sources import Snapshot
 
-#: Direction codes (tcpfast.enrich.direction) and their label values.
-DIRECTION_NAMES: dict[int, str] = {0: "unknown", 1: "in", 2: "out", 3: "listen"}
 FAMILIES = (4, 6)
 DEFAULT_ADDRESS = "127.0.0.1"
 #: Poll durations from a tiny table (~1 ms) to a million sockets cut short (tens of s).
@@ -82,10 +90,9 @@ class Metrics:
         """Serve /metrics on a daemon thread; OSError if the address cannot be bound."""
         start_http_server(port, addr=address, registry=self.registry)
 
-    def record_poll(self, snapshot: Snapshot, seconds: float) -> None:
-        """A finished poll: its duration, the sockets by state, what it skipped or cut."""
+    def record_snapshot(self, snapshot: Snapshot) -> None:
+        """A poll's read: the sockets by state, the rows it skipped, whether it was cut."""
         self.polls.inc()
-        self.poll_seconds.observe(seconds)
         self.last_poll.set(time.time())
         self.malformed.inc(snapshot.malformed)
         if not snapshot.complete:
@@ -94,13 +101,23 @@ class Metrics:
         for code, count in zip(self._state_codes.tolist(), counts.tolist()):
             self.sockets.labels(STATE_NAMES[code].lower()).set(count)
 
-    def record_new(self, rows: np.ndarray, directions: np.ndarray) -> None:
-        """New connections (not the first poll's) with their direction codes."""
-        self._count(self.new, rows, directions)
+    def record(self, poll: Poll) -> None:
+        """A poll's sockets and events; the first poll's sockets are not new connections
+        (they were open before tcpfast started: a restart is not a burst in ``rate()``)."""
+        self.record_snapshot(poll.snapshot)
+        if not poll.first:
+            self._count(self.new, poll.new.rows, poll.new.direction)
+        self._count(self.closed, poll.closed.rows, poll.closed.direction)
 
-    def record_closed(self, rows: np.ndarray, directions: np.ndarray) -> None:
-        """Closed connections with their direction codes."""
-        self._count(self.closed, rows, directions)
+    def timed(self, poll: Callable[[], Poll]) -> Callable[[], Poll]:
+        """``poll`` that also observes how long each call takes (read, diff and output)."""
+        def timed_poll() -> Poll:
+            started = time.monotonic()
+            try:
+                return poll()
+            finally:
+                self.poll_seconds.observe(time.monotonic() - started)
+        return timed_poll
 
     @staticmethod
     def _count(counter: Counter, rows: np.ndarray, directions: np.ndarray) -> None:
