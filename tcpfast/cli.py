@@ -196,7 +196,7 @@ def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser,
         firewall = Firewall(block_for=args.block_for, allow=args.allow)
         firewall.start()
     alerts = None
-    if args.scan_ports:
+    if args.scan_ports and not args.once:         # one poll has no new connections to count
         alerts = ScanAlerts(ScanDetector(args.scan_ports, args.scan_window, args.allow), _warn,
                             json_lines=args.json, firewall=firewall, metrics=metrics,
                             ephemeral=ephemeral)

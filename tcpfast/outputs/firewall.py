@@ -135,6 +135,9 @@ class Firewall:
         except FileNotFoundError:
             raise FirewallError(f"--block needs the {command[0]} command (Debian package "
                                 f"{package}): not found") from None
+        except OSError as error:
+            raise FirewallError(f"--block: cannot run {command[0]}: "
+                                f"{error.strerror or error}") from None
         if result.returncode != 0:
             lines = [line for line in result.stderr.splitlines() if line.strip()]
             reason = (lines[0] if lines else f"exit status {result.returncode}")
