@@ -15,7 +15,6 @@ from .enrich.direction import ephemeral_ports
 from .enrich.owners import DEFAULT_BUDGET, OwnerFinder, procfs_of
 from .events import Poll
 from .loop import StopSignals, run_every
-from .outputs.alerts import ScanAlerts
 from .outputs.firewall import DEFAULT_BLOCK_SECONDS, Firewall, FirewallError
 from .outputs.printer import EVENT_KINDS, EventPrinter
 from .outputs.writer import LineWriter, OutputError
@@ -181,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser,
-                    ephemeral: tuple[int, int]) -> tuple[ScanAlerts | None, Metrics | None]:
-    """Scan alerts and metrics as asked; FirewallError or OSError when they cannot start."""
+def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser
+                    ) -> tuple[ScanDetector | None, Firewall | None, Metrics | None]:
+    """Detection, blocking and metrics as asked; FirewallError or OSError when they
+    cannot start."""
     if args.block and args.scan_ports == 0:
         parser.error("--block needs port-scan detection (--scan-ports above 0)")
     metrics = None
@@ -195,21 +195,16 @@ def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser,
     if args.block:
         firewall = Firewall(block_for=args.block_for, allow=args.allow)
         firewall.start()
-    alerts = None
+    detector = None
     if args.scan_ports and not args.once:         # one poll has no new connections to count
-        alerts = ScanAlerts(ScanDetector(args.scan_ports, args.scan_window, args.allow), _warn,
-                            json_lines=args.json, firewall=firewall, metrics=metrics,
-                            ephemeral=ephemeral)
-    return alerts, metrics
+        detector = ScanDetector(args.scan_ports, args.scan_window, args.allow)
+    return detector, firewall, metrics
 
 
-def _emitter(printer: EventPrinter, writer: LineWriter, alerts: ScanAlerts | None,
-             metrics: Metrics | None) -> Callable[[Poll], None]:
-    """Each poll to the printer, then to port-scan detection and the metrics, as asked."""
+def _emitter(printer: EventPrinter, metrics: Metrics | None) -> Callable[[Poll], None]:
+    """Each poll to the printer, then to the metrics when asked."""
     def emit(poll: Poll) -> None:
         printer(poll)
-        if alerts:
-            writer.write(alerts(poll))
         if metrics:
             metrics.record(poll)
     return emit
@@ -232,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         read_timeout = DEFAULT_READ_TIMEOUT
     ephemeral = ephemeral_ports()
     try:
-        alerts, metrics = _start_features(args, parser, ephemeral)
+        detector, firewall, metrics = _start_features(args, parser)
     except FirewallError as error:
         _warn(str(error))
         return EXIT_INPUT_ERROR
@@ -249,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                            show_direction=args.direction)
     poller = Poller(
         Watcher(args.state, skip_existing=args.skip_existing, ephemeral=ephemeral),
-        _emitter(printer, writer, alerts, metrics),
+        _emitter(printer, metrics),
         _warn, proc_root=args.proc_root, read_timeout=read_timeout,
-        cancelled=lambda: stop.requested, owners=owners)
+        cancelled=lambda: stop.requested, owners=owners, detector=detector, firewall=firewall)
     poll = metrics.timed(poller.poll) if metrics else poller.poll
 
     def poll_and_go_on() -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .enrich.owners import Owner
 from .schema import CONNECTION_DTYPE
 from .sources import Snapshot
+
+if TYPE_CHECKING:
+    from .detect.scans import PortScan
+    from .outputs.firewall import Block
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,15 @@ def no_rows(event: str) -> RowEvents:
 
 @dataclass(frozen=True)
 class Poll:
-    """What one poll found."""
+    """What one poll found, and what the later stages made of it."""
 
     time: float                                # time.time() of the poll
     snapshot: Snapshot
     first: bool
     new: RowEvents = field(default_factory=lambda: no_rows("new"))
     closed: RowEvents = field(default_factory=lambda: no_rows("closed"))
+    #: Connections first seen by this poll, in any state (none on the first poll,
+    #: whose connections are of unknown age): what port-scan detection counts.
+    appeared: RowEvents = field(default_factory=lambda: no_rows("appeared"))
+    scans: tuple[PortScan, ...] = ()
+    blocks: tuple[Block, ...] = ()

@@ -10,8 +10,11 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from .detect.scans import ScanDetector
+from .enrich.direction import IN
 from .enrich.owners import OwnerFinder
 from .events import Poll
+from .outputs.firewall import Firewall
 from .sources import Snapshot, read_snapshot
 from .watch import Watcher
 
@@ -25,15 +28,21 @@ class Poller:
     cut short that way is counted; the first of a run of them is reported
     once on ``warn``, and so is the first complete poll after them. What a cut
     poll did not reach is reported by the next poll that reaches it.
-    With ``owners``, each new connection's holding process is looked up.
+    With ``owners``, each new connection's holding process is looked up; with
+    ``detector``, port scans are looked for among the inbound connections that
+    appeared (whatever state they are in, whatever is printed), and with
+    ``firewall`` their sources are blocked.
     """
 
     def __init__(self, watcher: Watcher, emit: Callable[[Poll], None], warn: Warn, *,
                  proc_root: str = "/proc", read_timeout: float | None = None,
                  cancelled: Callable[[], bool] | None = None,
-                 owners: OwnerFinder | None = None) -> None:
+                 owners: OwnerFinder | None = None, detector: ScanDetector | None = None,
+                 firewall: Firewall | None = None) -> None:
         self._watcher = watcher
         self._owners = owners
+        self._detector = detector
+        self._firewall = firewall
         self._emit = emit
         self._warn = warn
         self._proc_root = proc_root
@@ -68,6 +77,11 @@ class Poller:
         if self._owners is not None:        # the closed sockets' fd numbers are the likeliest reused
             owners = self._owners.owners_of(result.new.rows, result.closed.rows)
             result = replace(result, new=replace(result.new, owners=owners))
+        if self._detector is not None and not result.first:
+            appeared = result.appeared
+            scans = self._detector.update(appeared.rows[appeared.direction == IN], result.time)
+            blocks = self._firewall.block_scanners(scans, self._warn) if self._firewall else []
+            result = replace(result, scans=tuple(scans), blocks=tuple(blocks))
         self._emit(result)
         return result
 

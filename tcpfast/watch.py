@@ -111,6 +111,8 @@ class Watcher:
             fresh = unseen[~found]
             current.direction[fresh] = directions(rows[fresh], listeners=rows,
                                                   ephemeral=self._ephemeral)
+        else:
+            fresh = unseen
         new = chosen & ~current.reported
         current.reported |= chosen
 
@@ -128,7 +130,8 @@ class Watcher:
         self._vanished = before.take(ended)
         return Poll(now, snapshot, False, RowEvents("new", rows[new], current.direction[new]),
                     RowEvents("closed", before.rows[closed], before.direction[closed],
-                              now - before.first_seen[closed]))
+                              now - before.first_seen[closed]),
+                    RowEvents("appeared", rows[fresh], current.direction[fresh]))
 
     def _back_from_a_missed_read(self, rows: np.ndarray, inode: np.ndarray) -> np.ndarray:
         """For each row, the index of the vanished row that is the very same

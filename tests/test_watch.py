@@ -71,3 +71,12 @@ def test_closed_durations_count_from_the_first_poll_that_saw_it():
         poll = watcher.update(Snapshot(rows_of(specs)), now)
     assert poll.closed.rows["inode"].tolist() == [7, 8]
     assert np.isnan(poll.closed.duration[0]) and poll.closed.duration[1] == 15.0
+
+
+def test_what_appeared_counts_every_state_and_nothing_seen_before():
+    """What port-scan detection counts: connections first seen, whatever --state prints."""
+    watcher = Watcher({EST})
+    a, b, c = conn(50000, 7), conn(50001, 0, TIME_WAIT), conn(50002, 8, SYN_RECV)
+    appeared = [watcher.update(Snapshot(rows_of(specs)), float(n)).appeared.rows["inode"].tolist()
+                for n, specs in enumerate(([a], [a, b, c], [a], [a, c]))]
+    assert appeared == [[], [0, 8], [], []]            # c came back from a missed read

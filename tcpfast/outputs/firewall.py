@@ -15,10 +15,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from ..detect.networks import AllowList, IPAddress
+from ..detect.scans import PortScan
 
 TABLE = ("inet", "tcpfast")
 SETS = {4: "blocked4", 6: "blocked6"}
@@ -107,6 +109,21 @@ class Firewall:
         ]), f"block {element}")
         until = datetime.now(timezone.utc) + timedelta(seconds=self.block_for)
         return Block(remote=element, family=parsed.version, until=until.replace(microsecond=0))
+
+    def block_scanners(self, scans: Iterable[PortScan], warn: Callable[[str], None]) -> list[Block]:
+        """Block the source of each scan; what cannot be blocked is said on ``warn``."""
+        blocks = []
+        for scan in scans:
+            try:
+                block = self.block(scan.remote)
+            except FirewallError as error:
+                warn(f"{error}; still watching")
+                continue
+            if block is None:
+                warn(f"not blocking {scan.remote}: loopback, this host's or --allow'ed")
+            else:
+                blocks.append(block)
+        return blocks
 
     def exempt(self, address: IPAddress) -> bool:
         """Loopback, this host's own addresses, and ``--allow`` are never blocked."""

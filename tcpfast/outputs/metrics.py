@@ -108,6 +108,8 @@ class Metrics:
         if not poll.first:
             self._count(self.new, poll.new.rows, poll.new.direction)
         self._count(self.closed, poll.closed.rows, poll.closed.direction)
+        self.port_scans.inc(len(poll.scans))
+        self.blocks.inc(len(poll.blocks))
 
     def timed(self, poll: Callable[[], Poll]) -> Callable[[], Poll]:
         """``poll`` that also observes how long each call takes (read, diff and output)."""

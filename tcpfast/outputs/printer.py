@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import datetime, timezone
 
 from ..events import Poll, RowEvents
-from . import report
+from . import alerts, report
 from .writer import LineWriter
 
 #: Lines are formatted and written this many at a time, so a first poll of a
@@ -17,7 +17,8 @@ EVENT_KINDS = ("new", "closed")
 
 
 class EventPrinter:
-    """Prints the chosen kinds of events of each poll, one line each."""
+    """Prints the chosen kinds of connection events of each poll, one line each, then
+    its port scans and blocks (there only when detection is on)."""
 
     def __init__(self, writer: LineWriter, *, json: bool = False,
                  events: Collection[str] = ("new",), show_direction: bool = False) -> None:
@@ -38,3 +39,9 @@ class EventPrinter:
                 continue
             for start in range(0, len(events), BATCH_ROWS):
                 self._writer.write(self._lines(events[start:start + BATCH_ROWS], when))
+        if self._json:
+            self._writer.write(alerts.scan_json_lines(poll.scans, when)
+                               + alerts.block_json_lines(poll.blocks, when))
+        else:
+            self._writer.write(alerts.scan_text_lines(poll.scans, when)
+                               + alerts.block_text_lines(poll.blocks, when))
