@@ -1,5 +1,6 @@
 """Builds the compiled modules (metadata: pyproject.toml): the /proc text parser
-tcpfast.decode._parse and the key set operations tcpfast.diff._keys."""
+tcpfast.decode._parse, the sock_diag decoder tcpfast.decode._netlink and the key
+set operations tcpfast.diff._keys."""
 
 import os
 
@@ -28,7 +29,7 @@ class BuildExtAlsoInSource(build_ext):
 EXTENSIONS = cythonize(
     [Extension(f"tcpfast.{name}", [f"tcpfast/{name.replace('.', '/')}.pyx"],
                extra_compile_args=OPTIMIZE)
-     for name in ("decode._parse", "diff._keys")],
+     for name in ("decode._parse", "decode._netlink", "diff._keys")],
     language_level=3,
 )
 for extension in EXTENSIONS:

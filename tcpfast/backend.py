@@ -1,9 +1,10 @@
 """Which implementation runs: the compiled modules, or the pure-Python fallback.
 
 ``TCPFAST_PURE=1`` (or true, yes, on) chooses the fallback on purpose. Without
-it the compiled modules (``_parse``: the parser, ``_keys``: key set operations)
-are used when they import; when they do not, the package still works and
-warns once (``FALLBACK_REASON`` says why; the command line says it in one line).
+it the compiled modules (``_parse``: the /proc parser, ``_netlink``: the
+sock_diag decoder, ``_keys``: key set operations) are used when they import;
+when they do not, the package still works and warns once (``FALLBACK_REASON``
+says why; the command line says it in one line).
 """
 
 from __future__ import annotations
@@ -29,15 +30,19 @@ if _SETTING.strip().lower() not in _YES + _NO:
                             f"Python) or {', '.join(_NO[1:])}: using the compiled modules")
     warnings.warn(f"tcpfast: {PURE_SETTING_PROBLEM}", RuntimeWarning, stacklevel=2)
 
-#: Short name -> the compiled module: the /proc text parser and the key set operations.
-COMPILED_MODULES = {"_parse": "tcpfast.decode._parse", "_keys": "tcpfast.diff._keys"}
+#: Short name -> the compiled module: the /proc text parser, the sock_diag decoder
+#: and the key set operations.
+COMPILED_MODULES = {"_parse": "tcpfast.decode._parse", "_netlink": "tcpfast.decode._netlink",
+                    "_keys": "tcpfast.diff._keys"}
+#: The compiled modules that write rows: their C struct must match CONNECTION_DTYPE.
+ROW_WRITERS = ("_parse", "_netlink")
 
 
-def _check_layout(parse_module: ModuleType) -> None:
-    size, offsets = parse_module.row_layout()
+def _check_layout(name: str, module: ModuleType) -> None:
+    size, offsets = module.row_layout()
     if size != CONNECTION_DTYPE.itemsize or offsets != FIELD_OFFSETS:
-        raise ImportError(f"tcpfast.decode._parse was built for another row layout ({size} bytes, "
-                          f"{offsets}): rebuild it with 'pip install .'")
+        raise ImportError(f"{COMPILED_MODULES[name]} was built for another row layout ({size} "
+                          f"bytes, {offsets}): rebuild it with 'pip install .'")
 
 
 def _load() -> tuple[dict[str, ModuleType] | None, str | None]:
@@ -52,7 +57,8 @@ def _load() -> tuple[dict[str, ModuleType] | None, str | None]:
                       "pure-Python code (set TCPFAST_PURE=1 to choose it on purpose)",
                       RuntimeWarning, stacklevel=4)
         return None, reason
-    _check_layout(modules["_parse"])
+    for name in ROW_WRITERS:
+        _check_layout(name, modules[name])
     return modules, None
 
 

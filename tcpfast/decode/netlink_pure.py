@@ -1,0 +1,139 @@
+"""Pure-Python decoder of NETLINK_SOCK_DIAG replies into connection rows (the fallback).
+
+It accepts exactly what the compiled decoder (``_netlink.pyx``) accepts and
+gives the same rows, counts and stopping point for every input. The input is
+what ``recv()`` returned from a sock_diag socket: netlink messages one after
+the other, each a 16-byte ``nlmsghdr`` (native byte order)::
+
+    u32 length (header included), u16 type, u16 flags, u32 sequence, u32 port id
+
+followed by its payload, the next message starting at ``length`` rounded up to
+4. Messages are walked by their lengths, never by an assumed stride: the
+kernel appends attributes whose number depends on the socket's kind and the
+caller's privilege.
+
+- A message whose sequence number is not ``seq`` is skipped (the tail of an
+  earlier dump, or an event sent to everyone with sequence 0).
+- ``NLMSG_DONE`` ends the dump; ``NLMSG_ERROR`` with a non-zero code ends it
+  with that error (``errno``); both stop the walk.
+- A message of type ``msg_type`` carries an ``inet_diag_msg`` (72 bytes):
+  family (AF_INET or AF_INET6), state (1..11), timer, retransmits, the socket
+  id (big-endian ports, network-order addresses, interface, cookie), then
+  expires, rqueue, wqueue, uid and inode as native u32. It is one row; a
+  shorter payload, another family or state is malformed: counted, skipped.
+  ``NLM_F_DUMP_INTR`` on it says the kernel saw the table change mid-dump.
+- A header that is cut, or whose length is below 16 or runs past the data,
+  is malformed and ends the walk: nothing after it can be trusted.
+
+Rows agree with /proc's: for a listening socket netlink reports the backlog
+limit as wqueue where /proc prints a tx_queue of 0, so LISTEN rows get 0.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from ..schema import CONNECTION_DTYPE
+
+NLMSG_HEADER = struct.Struct("=IHHII")
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
+NLM_F_DUMP_INTR = 0x10
+DIAG_MSG_BYTES = 72
+AF_INET, AF_INET6 = 2, 10
+TCP_LISTEN = 10
+MAX_STATE = 11
+EPROTO = 71              # an NLMSG_ERROR too short to hold its code
+
+#: Bits of decode_into's ``status``.
+STATUS_DONE = 1          # NLMSG_DONE or NLMSG_ERROR seen: the dump is over
+STATUS_INTERRUPTED = 2   # NLM_F_DUMP_INTR seen: the table changed during the dump
+
+_FAMILY = {AF_INET: 4, AF_INET6: 6}
+_ERROR_CODE = struct.Struct("=i")
+
+
+def _rows_from(data: bytes | memoryview, payloads: list[int], out: np.ndarray, start: int) -> None:
+    """Decode the inet_diag_msg at each payload offset into out[start:], column-wise."""
+    count = len(payloads)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    msg = raw[np.asarray(payloads, dtype=np.intp)[:, None] + np.arange(DIAG_MSG_BYTES)]
+    words = msg.view(np.uint32)                           # native u32 columns, 18 per message
+    rows = out[start:start + count]
+    family = np.where(msg[:, 0] == AF_INET, 4, 6).astype(np.uint8)
+    rows["family"] = family
+    rows["state"] = msg[:, 1]
+    rows["timer"] = msg[:, 2]
+    rows["retransmits"] = msg[:, 3]
+    rows["local_port"] = msg[:, 4].astype(np.uint16) << 8 | msg[:, 5]
+    rows["remote_port"] = msg[:, 6].astype(np.uint16) << 8 | msg[:, 7]
+    local, remote = msg[:, 8:24].copy(), msg[:, 24:40].copy()
+    ipv4 = family == 4
+    local[ipv4, 4:] = 0
+    remote[ipv4, 4:] = 0
+    rows["local_addr"] = local
+    rows["remote_addr"] = remote
+    rows["rx_queue"] = words[:, 14]
+    rows["tx_queue"] = np.where(msg[:, 1] == TCP_LISTEN, 0, words[:, 15])
+    rows["uid"] = words[:, 16]
+    rows["inode"] = words[:, 17]
+
+
+def decode_into(data: bytes | bytearray | memoryview, out: np.ndarray, start: int, seq: int,
+                msg_type: int) -> tuple[int, int, int, int, int]:
+    """Decode the messages in ``data`` into ``out[start:]``.
+
+    Returns ``(end, consumed, malformed, status, error)``: rows fill
+    ``out[start:end]``; ``consumed`` bytes were walked (less than ``data``
+    when ``out`` filled up: call again with the rest and more room, or when
+    the dump ended); ``status`` has the STATUS_* bits; ``error`` is the errno
+    of an NLMSG_ERROR reply, else 0.
+    """
+    if not 0 <= start <= len(out):
+        raise ValueError(f"start {start} is outside out (0..{len(out)})")
+    view = memoryview(data).cast("B")
+    length = len(view)
+    capacity = len(out)
+    end, pos, malformed, status, error = start, 0, 0, 0, 0
+    payloads: list[int] = []
+    while pos < length:
+        if length - pos < NLMSG_HEADER.size:
+            malformed += 1
+            pos = length
+            break
+        size, kind, flags, sequence, _ = NLMSG_HEADER.unpack_from(view, pos)
+        if size < NLMSG_HEADER.size or size > length - pos:
+            malformed += 1
+            pos = length
+            break
+        step = min((size + 3) & ~3, length - pos)
+        if sequence == seq:
+            if kind == NLMSG_DONE:
+                status |= STATUS_DONE
+                pos += step
+                break
+            if kind == NLMSG_ERROR:
+                code = (_ERROR_CODE.unpack_from(view, pos + NLMSG_HEADER.size)[0]
+                        if size >= NLMSG_HEADER.size + 4 else -EPROTO)
+                if code != 0:
+                    error = -code if code < 0 else code
+                    status |= STATUS_DONE
+                    pos += step
+                    break
+            elif kind == msg_type:
+                payload = pos + NLMSG_HEADER.size
+                if (size - NLMSG_HEADER.size < DIAG_MSG_BYTES or view[payload] not in _FAMILY
+                        or not 1 <= view[payload + 1] <= MAX_STATE):
+                    malformed += 1
+                else:
+                    if end == capacity:
+                        break                            # out is full: this message is left
+                    payloads.append(payload)
+                    end += 1
+                    if flags & NLM_F_DUMP_INTR:
+                        status |= STATUS_INTERRUPTED
+        pos += step
+    if payloads:
+        _rows_from(view, payloads, out, start)
+    return end, pos, malformed, status, error
