@@ -16,6 +16,7 @@ from .enrich.owners import OwnerFinder
 from .events import Poll
 from .outputs.firewall import Firewall
 from .sources import Snapshot, read_snapshot
+from .sources.netlink import NetlinkSource
 from .watch import Watcher
 
 Warn = Callable[[str], None]
@@ -38,7 +39,8 @@ class Poller:
                  proc_root: str = "/proc", read_timeout: float | None = None,
                  cancelled: Callable[[], bool] | None = None,
                  owners: OwnerFinder | None = None, detector: ScanDetector | None = None,
-                 firewall: Firewall | None = None) -> None:
+                 firewall: Firewall | None = None,
+                 netlink: NetlinkSource | None = None) -> None:
         self._watcher = watcher
         self._owners = owners
         self._detector = detector
@@ -48,6 +50,7 @@ class Poller:
         self._proc_root = proc_root
         self._read_timeout = read_timeout
         self._cancelled = cancelled
+        self._netlink = netlink             # reads through sock_diag instead of the tables
         self._expected_rows = 0
         self.cut_short_polls = 0            # all of them, since the start
         self._cut_in_a_row = 0
@@ -55,14 +58,20 @@ class Poller:
 
     @property
     def where(self) -> str:
-        return f"{self._proc_root}/net/tcp*"
+        if self._netlink is not None and self._netlink.using_netlink:
+            return "the sock_diag dump"
+        return f"{self._netlink.fallback_root if self._netlink else self._proc_root}/net/tcp*"
 
     def read(self) -> Snapshot:
         """One snapshot of the source, within the read timeout."""
         started = time.monotonic()
         deadline = None if self._read_timeout is None else started + self._read_timeout
-        snapshot = read_snapshot(self._proc_root, size_hint=self._expected_rows,
-                                 deadline=deadline, cancelled=self._cancelled)
+        if self._netlink is not None:
+            snapshot = self._netlink.read(size_hint=self._expected_rows, deadline=deadline,
+                                          cancelled=self._cancelled)
+        else:
+            snapshot = read_snapshot(self._proc_root, size_hint=self._expected_rows,
+                                     deadline=deadline, cancelled=self._cancelled)
         self._expected_rows = len(snapshot.rows)
         return snapshot
 

@@ -108,7 +108,11 @@ def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket] 
     """
     if netns_path is None:
         return make()
-    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot open network namespace {netns_path}: "
+                                   f"{error.strerror}") from None
     result: dict[str, object] = {}
 
     def enter_and_open() -> None:
@@ -127,8 +131,9 @@ def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket] 
     if "error" in result:
         error = result["error"]
         assert isinstance(error, OSError)
+        hint = " (entering a namespace needs root)" if error.errno == errno.EPERM else ""
         raise OSError(error.errno, f"cannot enter network namespace {netns_path}: "
-                      f"{error.strerror or error}") from None
+                                   f"{error.strerror or error}{hint}") from None
     sock = result["socket"]
     assert isinstance(sock, socket.socket)
     return sock

@@ -1,0 +1,154 @@
+"""netlink (sock_diag) against /proc on ~90k live loopback sockets, in a network namespace
+of this process's own (root), interleaved A, B, A, B, ... in one loop.
+
+Each contender's median wall time and CPU time (user + system of this process: the
+kernel's work for a read or a dump is charged to it) go to extra_info and are printed
+with -s; ratios are recorded, not asserted (a shared machine's noise is not a
+failure). The targets: a netlink poll (dump + decode + fold + diff) at most 0.6x a bare
+read() of /proc/net/tcp (+tcp6 in the mixed load); on a table growing by ~400 rows/s
+every poll ends within its interval and each new connection is reported once.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from benchmarks.loadgen import LoadGenerator
+from benchmarks.netns import enter_private_netns
+from benchmarks.test_poll import bare_read
+from tcpfast import new_connections
+from tcpfast.sources import netlink, proc
+from tcpfast.watch import Watcher
+
+ROWS = 90_000
+LOADS = {"ipv4": 0.0, "mixed": 1 / 3}
+
+
+def in_private_netns() -> None:
+    try:
+        enter_private_netns()
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"no private network namespace here: {error}")
+
+
+@pytest.fixture(scope="module", params=sorted(LOADS))
+def live_90k(request):
+    in_private_netns()
+    try:
+        with LoadGenerator(ROWS, ipv6_fraction=LOADS[request.param]) as load:
+            yield request.param, load.rows
+    except (RuntimeError, OSError) as error:
+        pytest.skip(f"cannot open {ROWS} loopback sockets here: {error}")
+
+
+def interleaved(benchmark, rounds: int, **contenders) -> dict[str, tuple[float, float]]:
+    """Median (wall, cpu) seconds of each contender, run in turn ``rounds`` times."""
+    times = {name: ([], []) for name in contenders}
+
+    def one_round():
+        for name, function in contenders.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            function()
+            times[name][1].append(time.process_time() - cpu)
+            times[name][0].append(time.perf_counter() - wall)
+
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=1)
+    medians = {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in times.items()}
+    for name, (wall, cpu) in medians.items():
+        benchmark.extra_info[f"median_ms {name}"] = round(wall * 1e3, 2)
+        benchmark.extra_info[f"median_cpu_ms {name}"] = round(cpu * 1e3, 2)
+    return medians
+
+
+def report(benchmark, medians, pairs) -> None:
+    for slow, fast in pairs:
+        for index, kind in enumerate(("wall", "cpu")):
+            ratio = medians[fast][index] / medians[slow][index]
+            benchmark.extra_info[f"ratio {fast} / {slow} {kind}"] = round(ratio, 3)
+            print(f"\n{benchmark.name}: {fast} / {slow} ({kind}) = {ratio:.3f} "
+                  f"({medians[fast][index] * 1e3:.1f} ms / {medians[slow][index] * 1e3:.1f} ms)")
+
+
+def test_n1_netlink_poll_against_bare_read(benchmark, live_90k):
+    load, rows = live_90k
+    benchmark.group = f"netlink {load} {rows:,} rows"
+    benchmark.extra_info["rows"] = rows
+    tables = ["/proc/net/tcp"] + (["/proc/net/tcp6"] if load == "mixed" else [])
+    legacy = netlink.SockDiag(request=netlink.TCPDIAG_GETSOCK)
+    by_family = netlink.SockDiag(request=netlink.SOCK_DIAG_BY_FAMILY)
+    previous = legacy.dump().rows
+    assert len(previous) >= rows
+    assert len(by_family.dump().rows) == len(previous)
+    with legacy, by_family:
+        medians = interleaved(
+            benchmark, 15,
+            bare_read=lambda: bare_read(*tables),
+            netlink_poll=lambda: new_connections(previous, legacy.dump(size_hint=rows).rows),
+            netlink_poll_by_family=lambda: new_connections(
+                previous, by_family.dump(size_hint=rows).rows),
+            proc_poll=lambda: new_connections(previous, proc.read_snapshot(size_hint=rows).rows))
+    report(benchmark, medians, [("bare_read", "netlink_poll"),
+                                ("bare_read", "netlink_poll_by_family"),
+                                ("bare_read", "proc_poll")])
+
+
+GROWTH_RATE = 400          # rows a second
+GROWTH_SECONDS = 15
+INTERVAL = 1.0
+
+
+def test_n2_growing_table(benchmark, live_90k):
+    """Polls every INTERVAL while the table grows: each ends in time, each new pair once."""
+    load, rows = live_90k
+    if load != "ipv4":
+        pytest.skip("one growth run is enough")
+    benchmark.group = f"netlink {load} {rows:,} rows, growing {GROWTH_RATE} rows/s"
+    source = netlink.NetlinkSource()
+    watcher = Watcher()
+    watcher.update(source.read())
+    grower = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.grower", "--rate", str(GROWTH_RATE),
+         "--seconds", str(GROWTH_SECONDS)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    grower_port = int(grower.stdout.readline().split()[1])
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(grower.stdout), daemon=True)
+    reader.start()
+    durations, reported = [], []
+
+    def poll_during_growth():
+        next_tick = time.monotonic()
+        while time.monotonic() < start + GROWTH_SECONDS + 2 * INTERVAL:
+            started = time.monotonic()
+            snapshot = source.read(deadline=started + INTERVAL)
+            durations.append(time.monotonic() - started)
+            assert snapshot.complete
+            new = watcher.update(snapshot)
+            reported.extend(new[new["remote_port"] == grower_port]["local_port"].tolist())
+            next_tick += INTERVAL
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+
+    start = time.monotonic()
+    try:
+        benchmark.pedantic(poll_during_growth, rounds=1, iterations=1)
+    finally:
+        grower.stdin.close()
+        grower.wait(timeout=30)
+        reader.join(timeout=30)
+        opened = [int(line.split()[0]) for line in lines]
+        source.close()
+    benchmark.extra_info.update({
+        "polls": len(durations), "pairs_opened": len(opened),
+        "poll_median_ms": round(statistics.median(durations) * 1e3, 1),
+        "poll_max_ms": round(max(durations) * 1e3, 1)})
+    print(f"\n{benchmark.name}: {len(durations)} polls, median "
+          f"{statistics.median(durations) * 1e3:.1f} ms, max {max(durations) * 1e3:.1f} ms; "
+          f"{len(opened)} pairs opened, {len(reported)} reported")
+    assert max(durations) < INTERVAL
+    assert sorted(reported) == sorted(opened)          # each once, none missed
