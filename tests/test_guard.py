@@ -10,6 +10,7 @@ import tcpfast
 from tcpfast import backend
 from tcpfast.decode import parsing
 from tcpfast.diff import keys
+from tcpfast.sources import netlink
 
 
 def test_compiled_parser_in_use_unless_pure_requested():
@@ -17,14 +18,16 @@ def test_compiled_parser_in_use_unless_pure_requested():
         assert not tcpfast.ACCELERATED
         assert parsing.parse_into is tcpfast.decode.pureparse.parse_into
         assert keys._match is keys.match_numpy
+        assert netlink.decode_into is tcpfast.decode.netlink_pure.decode_into
     else:
         assert tcpfast.ACCELERATED, (
             "the compiled modules did not load: build them (pip install .) "
             "or set TCPFAST_PURE=1 to test the pure-Python fallback on purpose")
-        from tcpfast.decode import _parse
+        from tcpfast.decode import _netlink, _parse
         from tcpfast.diff import _keys
-        assert _parse.__file__.endswith(".so") and _keys.__file__.endswith(".so")
+        assert all(module.__file__.endswith(".so") for module in (_parse, _netlink, _keys))
         assert parsing.parse_into is _parse.parse_into
+        assert netlink.decode_into is _netlink.decode_into
         assert keys._match is _keys.match and keys._duplicates is _keys.duplicates
 
 

@@ -98,14 +98,16 @@ def _new_socket() -> socket.socket:
     return sock
 
 
-def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket] = _new_socket
-                      ) -> socket.socket:
-    """A netlink socket of the namespace ``netns_path`` (None: ours).
+def open_in_namespace(netns_path: str | None,
+                      make: Callable[[], socket.socket] | None = None) -> socket.socket:
+    """A netlink socket made by ``make`` (a dump socket by default) in the namespace
+    ``netns_path`` (None: ours).
 
     A socket belongs to the namespace it was created in, for good: a worker
     thread enters the namespace (``setns()``, root only), creates it, and
     ends; the rest of the process stays where it was.
     """
+    make = make or _new_socket
     if netns_path is None:
         return make()
     try:
@@ -347,6 +349,12 @@ class NetlinkSource:
     def close(self) -> None:
         if self._diag is not None:
             self._diag.close()
+
+    def __enter__(self) -> NetlinkSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _fail(self, failure: str) -> None:
         self.failure = failure

@@ -1,0 +1,186 @@
+"""The netlink source on real sockets: the same rows as /proc in every state, inside
+network namespaces the tests create and remove; /proc when netlink cannot be had;
+--netns watching another namespace."""
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tcpfast.sources import netlink, proc
+from test_cli import SAMPLE_ROOT, tcpfast
+
+ROOT = Path(__file__).parent.parent
+HELPER = Path(__file__).parent / "netns_sockets.py"
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+needs_ip = pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 ip is not installed")
+STATE_CODES = {"LISTEN": 10, "ESTABLISHED": 1, "SYN_SENT": 2, "SYN_RECV": 3, "TIME_WAIT": 6,
+               "CLOSE_WAIT": 8, "FIN_WAIT2": 5}
+
+
+def env_with_checkout() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                      os.environ.get("PYTHONPATH")]))}
+
+
+@needs_root
+@needs_ip
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is not installed")
+def test_netlink_rows_equal_proc_rows_in_every_state():
+    """LISTEN, ESTABLISHED, SYN_SENT, SYN_RECV, TIME_WAIT, CLOSE_WAIT, FIN_WAIT2 over
+    IPv4 and IPv6, and IPv4-mapped IPv6: family, addresses, ports, state, uid, inode
+    and both queues equal (a listener's backlog limit included)."""
+    result = subprocess.run(["unshare", "--net", sys.executable, str(HELPER)],
+                            capture_output=True, text=True, timeout=60, env=env_with_checkout())
+    assert result.returncode == 0, result.stderr
+    tables = json.loads(result.stdout)
+    assert tables["netlink"] == tables["proc"]
+    seen = {(row[0], row[5]) for row in tables["netlink"]}
+    for family in (4, 6):
+        for name, code in STATE_CODES.items():
+            assert (family, code) in seen, f"no {name} socket over IPv{family}"
+    mapped_prefix = "00000000000000000000ffff7f000001"           # ::ffff:127.0.0.1
+    assert any(row[0] == 6 and row[1] == mapped_prefix and row[5] == 1
+               for row in tables["netlink"])
+
+
+@contextlib.contextmanager
+def listening(host: str = "127.0.0.1"):
+    with socket.socket() as server:
+        server.bind((host, 0))
+        server.listen(4)
+        yield server.getsockname()[1]
+
+
+def test_source_reads_the_same_rows_as_proc_for_our_socket():
+    with listening() as port, netlink.NetlinkSource() as source:
+        assert source.using_netlink
+        ours = lambda rows: rows[rows["local_port"] == port].tobytes()     # noqa: E731
+        assert ours(source.read().rows) == ours(proc.read_snapshot().rows)
+
+
+def test_falls_back_to_proc_with_one_warning_when_the_socket_cannot_be_opened(monkeypatch):
+    def refused():
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(netlink, "_new_socket", refused)
+    with listening() as port:
+        with pytest.warns(netlink.NetlinkFallbackWarning, match="Permission denied"):
+            source = netlink.NetlinkSource()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            first, second = source.read(), source.read()
+        assert not source.using_netlink
+        assert port in first.rows["local_port"] and port in second.rows["local_port"]
+
+
+def test_falls_back_with_one_warning_when_a_dump_fails(monkeypatch):
+    source = netlink.NetlinkSource()
+
+    def failing(*args, **kwargs):
+        raise OSError(errno.ENOBUFS, "No buffer space available")
+    monkeypatch.setattr(netlink.SockDiag, "dump", failing)
+    with listening() as port:
+        with pytest.warns(netlink.NetlinkFallbackWarning, match="No buffer space"):
+            assert port in source.read().rows["local_port"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert port in source.read().rows["local_port"]
+
+
+def test_recorded_tables_have_no_namespace_so_netlink_falls_back_to_them():
+    with pytest.warns(netlink.NetlinkFallbackWarning):
+        source = netlink.NetlinkSource(str(SAMPLE_ROOT))
+    assert source.read().rows.tobytes() == proc.read_snapshot(str(SAMPLE_ROOT)).rows.tobytes()
+
+
+def test_cli_netlink_on_recorded_tables_prints_what_proc_prints_and_one_warning():
+    by_proc = tcpfast("--once", "--json", "--proc-root", str(SAMPLE_ROOT))
+    by_netlink = tcpfast("--once", "--json", "--source", "netlink", "--proc-root", str(SAMPLE_ROOT))
+    assert by_netlink.returncode == 0
+    drop_time = lambda out: [{k: v for k, v in json.loads(line).items() if k != "time"}  # noqa: E731
+                             for line in out.splitlines()]
+    assert drop_time(by_netlink.stdout) == drop_time(by_proc.stdout)
+    assert len(by_netlink.stderr.splitlines()) == 1
+    assert by_netlink.stderr.startswith("tcpfast: ") and "instead" in by_netlink.stderr
+
+
+def test_cli_state_filter_is_pushed_to_the_kernel():
+    with listening() as port:
+        result = tcpfast("--once", "--json", "--source", "netlink", "--state", "listen")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {event["state"] for event in events} == {"LISTEN"}
+    assert port in {event["local_port"] for event in events}
+    assert result.stderr == ""
+
+
+# ---- another network namespace ------------------------------------------------------
+
+@contextlib.contextmanager
+def named_netns():
+    """A namespace named with this issue's prefix, loopback up; removed on exit."""
+    name = f"tf10-{os.getpid()}-{time.monotonic_ns() % 100000}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+@contextlib.contextmanager
+def listener_in(name: str):
+    """A process listening on loopback inside namespace ``name``; yields its port."""
+    script = ("import socket, sys\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\n"
+              "s.listen(1)\nprint(s.getsockname()[1], flush=True)\nsys.stdin.read()\n")
+    process = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", script],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield int(process.stdout.readline())
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+
+
+@needs_root
+@needs_ip
+def test_netns_sees_the_namespace_sockets_and_not_the_hosts():
+    with named_netns() as name, listener_in(name) as inside, listening():
+        result = tcpfast("--once", "--json", "--netns", f"/var/run/netns/{name}")
+        assert result.returncode == 0, result.stderr
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        assert {(e["local"], e["local_port"], e["state"]) for e in events} == {
+            ("127.0.0.1", inside, "LISTEN")}                  # nothing of the host
+        with netlink.NetlinkSource(netns_path=f"/var/run/netns/{name}") as source:
+            assert source.read().rows["local_port"].tolist() == [inside]
+        assert result.stderr == ""
+
+
+@needs_root
+@needs_ip
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="util-linux setpriv is not installed")
+def test_netns_without_the_privilege_is_one_line_and_exit_2():
+    with named_netns() as name:
+        result = subprocess.run(
+            ["setpriv", "--bounding-set=-sys_admin", sys.executable, "-m", "tcpfast", "--once",
+             "--netns", f"/var/run/netns/{name}"],
+            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("tcpfast: cannot enter network namespace")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_netns_errors_are_one_line_and_exit_2(tmp_path):
+    missing = tcpfast("--once", "--netns", str(tmp_path / "missing"))
+    assert missing.returncode == 2 and missing.stderr.startswith("tcpfast: cannot open network")
+    assert len(missing.stderr.splitlines()) == 1
+    usage = tcpfast("--once", "--source", "proc", "--netns", str(tmp_path))
+    assert usage.returncode == 2 and "--netns needs --source netlink" in usage.stderr
