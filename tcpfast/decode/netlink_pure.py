@@ -35,7 +35,6 @@ import struct
 
 import numpy as np
 
-from ..schema import CONNECTION_DTYPE
 
 NLMSG_HEADER = struct.Struct("=IHHII")
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3

@@ -1,0 +1,123 @@
+"""Destroyed-socket events: connections that open and close between two polls, each
+heard of exactly once, checked against the test's own ledger of what it opened."""
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from tcpfast.outputs.report import address_text
+from tcpfast.sources import netlink, netlink_events
+from test_live import FAMILIES
+
+INTERVAL = 0.2
+ROUNDS = 5
+PER_ROUND = 40            # connections opened and closed between two polls
+
+
+def events_or_skip():
+    try:
+        return netlink_events.DestroyEvents()
+    except OSError as error:
+        pytest.skip(f"the kernel refuses the sock_diag destroy groups here: {error}")
+
+
+def endpoint_key(family, local, local_port, remote, remote_port):
+    return (family, local, local_port, remote, remote_port)
+
+
+def row_keys(rows: np.ndarray) -> list[tuple]:
+    return [endpoint_key(int(r["family"]), address_text(int(r["family"]), bytes(r["local_addr"])),
+                         int(r["local_port"]),
+                         address_text(int(r["family"]), bytes(r["remote_addr"])),
+                         int(r["remote_port"])) for r in rows]
+
+
+def reset_by_unread_data(client: socket.socket, accepted: socket.socket) -> None:
+    """Close both ends at once with no TIME_WAIT left: closing a socket with unread
+    data sends a RST and keeps its addresses (SO_LINGER 0 would zero some of them)."""
+    client.sendall(b"x")
+    accepted.recv(1, socket.MSG_PEEK)          # wait until it has arrived; leave it unread
+    accepted.close()
+    client.close()
+
+
+def short_lived(server: socket.socket, af: int, host: str) -> list[tuple]:
+    """One connection opened and closed: the keys of its two sockets, for the ledger."""
+    client = socket.socket(af)
+    client.connect(server.getsockname()[:2])
+    accepted, _ = server.accept()
+    family = 4 if af == socket.AF_INET else 6
+    opened = [endpoint_key(family, *sock.getsockname()[:2], *sock.getpeername()[:2])
+              for sock in (client, accepted)]
+    reset_by_unread_data(client, accepted)
+    return opened
+
+
+@pytest.mark.parametrize("af,host,family", FAMILIES, ids=[f[1] for f in FAMILIES])
+def test_connections_between_polls_are_each_reported_once_by_destroy_events(af, host, family):
+    server = socket.socket(af)
+    server.bind((host, 0))
+    server.listen(PER_ROUND)
+    port = server.getsockname()[1]
+    ledger: list[tuple] = []
+    new_and_closed: list[tuple] = []
+    closed_at: list[float] = []
+    polled_ours = 0
+    with events_or_skip() as events, netlink.NetlinkSource() as source:
+        previous = source.read().rows
+        started = time.time()
+        for _ in range(ROUNDS):
+            for _ in range(PER_ROUND):
+                ledger += short_lived(server, af, host)
+            time.sleep(INTERVAL)
+            current = source.read().rows
+            ours = (current["local_port"] == port) | (current["remote_port"] == port)
+            polled_ours += int(ours.sum()) - 1                # the listener is always there
+            destroyed, received = events.drain()
+            mine = (destroyed["local_port"] == port) | (destroyed["remote_port"] == port)
+            destroyed, received = destroyed[mine], received[mine]
+            unseen = ~netlink_events.seen_by_poll(destroyed, previous)
+            new_and_closed += row_keys(destroyed[unseen])
+            closed_at += received[unseen].tolist()
+            previous = current
+        assert events.lost == 0 and events.malformed == 0
+    server.close()
+    assert polled_ours == 0                 # the polls never saw one: /proc would miss them all
+    assert sorted(new_and_closed) == sorted(ledger)              # each exactly once
+    assert len(ledger) == 2 * ROUNDS * PER_ROUND
+    assert all(started <= when <= time.time() for when in closed_at)
+    assert set(np.unique(destroyed["state"]).tolist()) <= {7}    # CLOSE
+
+
+def test_a_connection_a_poll_saw_is_closed_not_new_and_closed():
+    with events_or_skip() as events, netlink.NetlinkSource() as source:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        client = socket.socket()
+        client.connect(server.getsockname())
+        accepted, _ = server.accept()
+        port = server.getsockname()[1]
+        polled = source.read().rows
+        reset_by_unread_data(client, accepted)
+        server.close()
+        deadline = time.monotonic() + 5
+        destroyed = np.empty(0, dtype=polled.dtype)
+        while len(destroyed) < 3 and time.monotonic() < deadline:   # listener, client, accepted
+            time.sleep(0.05)
+            rows, _ = events.drain()
+            mine = (rows["local_port"] == port) | (rows["remote_port"] == port)
+            destroyed = np.concatenate([destroyed, rows[mine]])
+    assert len(destroyed) == 3
+    assert netlink_events.seen_by_poll(destroyed, polled).all()
+
+
+def test_refused_groups_are_said_once_and_polling_goes_on(monkeypatch):
+    def refused():
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(netlink_events, "_events_socket", refused)
+    said = []
+    assert netlink_events.open_destroy_events(None, said.append) is None
+    assert len(said) == 1 and "Operation not permitted" in said[0]
