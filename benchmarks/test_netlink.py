@@ -7,6 +7,8 @@ with -s; ratios are recorded, not asserted (a shared machine's noise is not a
 failure). The targets: a netlink poll (dump + decode + fold + diff) at most 0.6x a bare
 read() of /proc/net/tcp (+tcp6 in the mixed load); on a table growing by ~400 rows/s
 every poll ends within its interval and each new connection is reported once.
+The namespace is the process's from then on: benchmark modules that run later in
+the same session (test_poll, test_ratios) measure inside it too.
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from benchmarks.loadgen import LoadGenerator
 from benchmarks.netns import enter_private_netns
 from benchmarks.test_poll import bare_read
-from tcpfast import new_connections
+from tcpfast import CONNECTION_DTYPE, new_connections
+from tcpfast.decode import netlink_pure
 from tcpfast.sources import netlink, proc
 from tcpfast.watch import Watcher
+
+try:
+    from tcpfast.decode import _netlink
+except ImportError:
+    _netlink = None
 
 ROWS = 90_000
 LOADS = {"ipv4": 0.0, "mixed": 1 / 3}
@@ -96,6 +105,40 @@ def test_n1_netlink_poll_against_bare_read(benchmark, live_90k):
     report(benchmark, medians, [("bare_read", "netlink_poll"),
                                 ("bare_read", "netlink_poll_by_family"),
                                 ("bare_read", "proc_poll")])
+
+
+def record_dump(diag: netlink.SockDiag) -> tuple[list[bytes], int]:
+    """The raw replies of one dump, as recv() returned them, and its sequence number."""
+    request = diag._legacy_request(netlink.ALL_STATES_MASK)
+    seq = int.from_bytes(request[8:12], sys.byteorder)
+    diag._socket.sendall(request)
+    replies = []
+    while True:
+        replies.append(diag._socket.recv(netlink.RECV_BYTES))
+        if replies[-1][4] == netlink_pure.NLMSG_DONE and len(replies[-1]) <= 20:
+            return replies, seq
+
+
+def test_n3_decoders(benchmark, live_90k):
+    """Decoding one recorded dump of ~90k sockets: compiled against pure Python."""
+    if _netlink is None:
+        pytest.skip("compiled decoder not built")
+    load, rows = live_90k
+    benchmark.group = f"netlink {load} {rows:,} rows"
+    benchmark.extra_info["rows"] = rows
+    with netlink.SockDiag() as diag:
+        replies, seq = record_dump(diag)
+    out = np.empty(rows + rows // 4, dtype=CONNECTION_DTYPE)
+
+    def decode_all(decode_into):
+        end = 0
+        for reply in replies:
+            end = decode_into(reply, out, end, seq, netlink.TCPDIAG_GETSOCK)[0]
+        assert end >= rows
+
+    medians = interleaved(benchmark, 10, compiled=lambda: decode_all(_netlink.decode_into),
+                          pure=lambda: decode_all(netlink_pure.decode_into))
+    report(benchmark, medians, [("pure", "compiled")])
 
 
 GROWTH_RATE = 400          # rows a second
