@@ -55,8 +55,9 @@ def socket_message(conn: Conn, extra: bytes = b"", **fields) -> bytes:
     return message(TCPDIAG_GETSOCK, diag_msg(conn, **fields) + extra)
 
 
-def done(seq: int = SEQ) -> bytes:
-    return message(NLMSG_DONE, struct.pack("=i", 0), seq)
+def done(seq: int = SEQ, code: int = 0) -> bytes:
+    """NLMSG_DONE: the int the dump ended with (0, or a negative errno)."""
+    return message(NLMSG_DONE, struct.pack("=i", -code), seq)
 
 
 def error(code: int, seq: int = SEQ) -> bytes:

@@ -89,6 +89,11 @@ def test_an_error_reply_ends_the_dump_with_its_errno():
     assert (result[1], result[4], result[5]) == (1, netlink_pure.STATUS_DONE, 22)
 
 
+def test_a_dump_that_failed_part_way_ends_with_the_errno_in_its_done():
+    result = both(nl.socket_message(CONNS[0]) + nl.done(code=2))
+    assert (result[1], result[4], result[5]) == (1, netlink_pure.STATUS_DONE, 2)
+
+
 def test_dump_interrupted_flag_is_reported():
     data = nl.message(18, nl.diag_msg(CONNS[1]), flags=nl.NLM_F_MULTI | nl.NLM_F_DUMP_INTR)
     assert both(data)[4] == netlink_pure.STATUS_INTERRUPTED

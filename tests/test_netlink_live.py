@@ -55,7 +55,7 @@ def test_netlink_rows_equal_proc_rows_in_every_state():
 
 @contextlib.contextmanager
 def listening(host: str = "127.0.0.1"):
-    with socket.socket() as server:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as server:
         server.bind((host, 0))
         server.listen(4)
         yield server.getsockname()[1]
@@ -184,3 +184,41 @@ def test_netns_errors_are_one_line_and_exit_2(tmp_path):
     assert len(missing.stderr.splitlines()) == 1
     usage = tcpfast("--once", "--source", "proc", "--netns", str(tmp_path))
     assert usage.returncode == 2 and "--netns needs --source netlink" in usage.stderr
+
+
+def test_both_request_types_give_the_same_rows_and_families_filter():
+    with listening() as port4, listening("::1") as port6, \
+            netlink.SockDiag(request=netlink.TCPDIAG_GETSOCK) as legacy, \
+            netlink.SockDiag(request=netlink.SOCK_DIAG_BY_FAMILY) as by_family:
+        ours = lambda rows: sorted(row.tobytes() for row in rows                  # noqa: E731
+                                   if row["local_port"] in (port4, port6))
+        assert ours(legacy.dump().rows) == ours(by_family.dump().rows)
+        assert len(ours(legacy.dump().rows)) == 2
+        for diag in (legacy, by_family):
+            assert set(diag.dump(families=(6,)).rows["family"].tolist()) <= {6}
+            assert port6 in diag.dump(families=(6,)).rows["local_port"]
+
+
+def test_state_filter_goes_into_the_request():
+    with listening() as port, netlink.SockDiag() as diag:
+        assert set(diag.dump(states={10}).rows["state"].tolist()) == {10}
+        assert port not in diag.dump(states={1}).rows["local_port"]
+
+
+def test_an_abandoned_dump_is_incomplete_and_the_next_starts_clean():
+    with listening() as port, netlink.SockDiag() as diag:
+        cut = diag.dump(stop_reading=lambda: True)
+        assert not cut.complete and len(cut.rows) == 0
+        again = diag.dump()
+        assert again.complete and port in again.rows["local_port"]
+
+
+def test_a_kernel_error_reply_falls_back_to_proc(monkeypatch):
+    """A dump the kernel cannot do (here: of a protocol without a sock_diag handler)
+    ends with an error code in its NLMSG_DONE."""
+    source = netlink.NetlinkSource(request=netlink.SOCK_DIAG_BY_FAMILY)
+    monkeypatch.setattr(netlink, "IPPROTO_TCP", 253)            # no sock_diag handler
+    with listening() as port:
+        with pytest.warns(netlink.NetlinkFallbackWarning, match="dump failed"):
+            assert port in source.read().rows["local_port"]
+    assert not source.using_netlink

@@ -154,6 +154,10 @@ def decode_into(const uint8_t[::1] data, object out, Py_ssize_t start, uint32_t 
                 step = length - pos
             if _u32(h + 8) == seq:
                 if kind == NLMSG_DONE:
+                    if size >= HEADER_BYTES + 4:
+                        memcpy(&code, h + HEADER_BYTES, 4)
+                        if code < 0:
+                            error = -(<int64_t>code)
                     status |= STATUS_DONE
                     pos += step
                     break

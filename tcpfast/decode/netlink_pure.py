@@ -14,8 +14,9 @@ caller's privilege.
 
 - A message whose sequence number is not ``seq`` is skipped (the tail of an
   earlier dump, or an event sent to everyone with sequence 0).
-- ``NLMSG_DONE`` ends the dump; ``NLMSG_ERROR`` with a non-zero code ends it
-  with that error (``errno``); both stop the walk.
+- ``NLMSG_DONE`` ends the dump, with an error when the int it carries is
+  negative (a dump that failed part way: ``errno`` is its negation);
+  ``NLMSG_ERROR`` with a non-zero code ends it with that error; both stop the walk.
 - A message of type ``msg_type`` carries an ``inet_diag_msg`` (72 bytes):
   family (AF_INET or AF_INET6), state (1..11), timer, retransmits, the socket
   id (big-endian ports, network-order addresses, interface, cookie), then
@@ -109,6 +110,9 @@ def decode_into(data: bytes | bytearray | memoryview, out: np.ndarray, start: in
         step = min((size + 3) & ~3, length - pos)
         if sequence == seq:
             if kind == NLMSG_DONE:
+                if size >= NLMSG_HEADER.size + 4:
+                    code = _ERROR_CODE.unpack_from(view, pos + NLMSG_HEADER.size)[0]
+                    error = -code if code < 0 else 0
                 status |= STATUS_DONE
                 pos += step
                 break

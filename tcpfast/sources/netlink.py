@@ -221,8 +221,12 @@ class SockDiag:
                 requests = [self._legacy_request(mask)]
             else:
                 requests = [self._family_request(family, mask) for family in families]
-            complete = all(self._dump_one(collector, request, stop_reading)
-                           for request in requests)
+            complete = True
+            for request in requests:
+                finished, interrupted = self._dump_one(collector, request, stop_reading)
+                complete &= finished and not interrupted
+                if not finished:
+                    break
             rows = collector.rows()
             if self.request == TCPDIAG_GETSOCK and tuple(families) != (4, 6):
                 rows = rows[np.isin(rows["family"], families)]
@@ -257,10 +261,11 @@ class SockDiag:
         return end, consumed, malformed
 
     def _dump_one(self, collector: parsing.RowCollector, request: bytes,
-                  stop_reading: Callable[[], bool] | None) -> bool:
+                  stop_reading: Callable[[], bool] | None) -> tuple[bool, bool]:
         """Send one dump request and decode its replies into ``collector``.
 
-        False when the dump was abandoned or flagged interrupted (rows may be missing).
+        Returns (finished: not abandoned, interrupted: the kernel flagged
+        NLM_F_DUMP_INTR); either way rows may be missing.
         """
         sock = self._socket
         assert sock is not None
@@ -271,7 +276,7 @@ class SockDiag:
         while not reply.status & netlink_pure.STATUS_DONE:
             if stop_reading is not None and stop_reading():
                 self._abandon()
-                return False
+                return False, False
             got = sock.recv_into(view, 0, socket.MSG_TRUNC)
             if got == 0:
                 raise OSError(errno.EPROTO, "sock_diag: the kernel closed the dump")
@@ -281,7 +286,7 @@ class SockDiag:
             collector.feed(view[:got], 0, True)
         if reply.error:
             raise OSError(reply.error, f"sock_diag dump refused: {os.strerror(reply.error)}")
-        return not reply.status & netlink_pure.STATUS_INTERRUPTED
+        return True, bool(reply.status & netlink_pure.STATUS_INTERRUPTED)
 
     def _abandon(self) -> None:
         """A dump left half-read blocks the next one (EBUSY): start over on a new socket."""
