@@ -121,3 +121,21 @@ def test_refused_groups_are_said_once_and_polling_goes_on(monkeypatch):
     said = []
     assert netlink_events.open_destroy_events(None, said.append) is None
     assert len(said) == 1 and "Operation not permitted" in said[0]
+
+
+def test_undrained_events_stop_at_the_cap_and_are_counted_lost(monkeypatch):
+    monkeypatch.setattr(netlink_events, "MAX_PENDING_ROWS", 2)
+    with events_or_skip() as events:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        for _ in range(3):
+            client = socket.create_connection(server.getsockname())
+            accepted, _ = server.accept()
+            reset_by_unread_data(client, accepted)
+        server.close()
+        deadline = time.monotonic() + 5
+        while events.lost == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rows, times = events.drain()
+    assert events.lost > 0 and len(rows) == len(times) == 2

@@ -222,3 +222,50 @@ def test_a_kernel_error_reply_falls_back_to_proc(monkeypatch):
         with pytest.warns(netlink.NetlinkFallbackWarning, match="dump failed"):
             assert port in source.read().rows["local_port"]
     assert not source.using_netlink
+
+
+def test_watcher_on_netlink_reports_each_connection_once():
+    """The whole loop with --source netlink: connections opened over several polls
+    and held, each reported once with the inode its socket has."""
+    from watcher_process import WatcherProcess
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        port = server.getsockname()[1]
+        watcher = WatcherProcess("--source", "netlink", "--interval", "0.2", "--json",
+                                 "--state", "established")
+        held, truth = [], set()
+        try:
+            time.sleep(0.6)
+            for _ in range(4):
+                for _ in range(5):
+                    client = socket.create_connection(server.getsockname())
+                    accepted, _ = server.accept()
+                    held += [client, accepted]
+                    for sock in (client, accepted):
+                        truth.add((sock.getsockname()[1], sock.getpeername()[1],
+                                   os.fstat(sock.fileno()).st_ino))
+                time.sleep(0.5)
+            watcher.wait_until(lambda: len([e for e in watcher.events()
+                                            if port in (e["local_port"], e["remote_port"])])
+                               >= len(truth))
+            time.sleep(0.5)
+            assert watcher.stop() < 5
+        finally:
+            watcher.kill()
+            for sock in held:
+                sock.close()
+    seen = [(e["local_port"], e["remote_port"], e["inode"]) for e in watcher.events()
+            if port in (e["local_port"], e["remote_port"])]
+    assert sorted(seen) == sorted(truth)
+    assert watcher.err == []
+
+
+def test_netlink_needs_no_root():
+    """sock_diag dumps work unprivileged; entering another namespace does not."""
+    from test_faults import run_cli_without_root
+    with listening() as port:
+        result = run_cli_without_root("--once", "--json", "--source", "netlink",
+                                      "--state", "listen")
+    assert result.returncode == 0 and result.stderr == ""
+    assert port in {json.loads(line)["local_port"] for line in result.stdout.splitlines()}

@@ -39,6 +39,8 @@ RECEIVE_BUFFER = 8 << 20
 # How often the receiving thread looks whether it should stop.
 STOP_CHECK_SECONDS = 0.2
 RECV_BYTES = 64 * 1024
+#: Rows held for a drain at most (64 MiB); past it events are counted as lost.
+MAX_PENDING_ROWS = 1 << 20
 
 
 def _events_socket() -> socket.socket:
@@ -61,8 +63,8 @@ class DestroyEvents:
     """Receives destroyed TCP sockets of one namespace (None: ours) until closed.
 
     Raises OSError when the kernel refuses the multicast groups. ``lost``
-    counts the times the kernel had to drop events (the buffer overflowed):
-    then some short-lived connections went unheard.
+    counts the times events were dropped (the kernel's buffer overflowed, or
+    MAX_PENDING_ROWS were waiting for a drain): then some went unheard.
     """
 
     def __init__(self, netns_path: str | None = None) -> None:
@@ -114,6 +116,9 @@ class DestroyEvents:
                 raise
             received = time.time()
             with self._lock:
+                if self._count >= MAX_PENDING_ROWS:         # nobody drains: do not grow forever
+                    self.lost += 1
+                    continue
                 self._append(view[:got], received)
 
     def _append(self, data: memoryview, received: float) -> None:
