@@ -159,7 +159,7 @@ def test_n2_growing_table(benchmark, live_90k):
     benchmark.group = f"netlink {load} {rows:,} rows, growing {GROWTH_RATE} rows/s"
     source = netlink.NetlinkSource()
     watcher = Watcher()
-    watcher.update(source.read())
+    watcher.update(source.read(), time.time())
     grower = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.grower", "--rate", str(GROWTH_RATE),
          "--seconds", str(GROWTH_SECONDS)],
@@ -177,7 +177,7 @@ def test_n2_growing_table(benchmark, live_90k):
             snapshot = source.read(deadline=started + INTERVAL)
             durations.append(time.monotonic() - started)
             assert snapshot.complete
-            new = watcher.update(snapshot)
+            new = watcher.update(snapshot, time.time()).new.rows
             reported.extend(new[new["remote_port"] == grower_port]["local_port"].tolist())
             next_tick += INTERVAL
             time.sleep(max(0.0, next_tick - time.monotonic()))

@@ -113,7 +113,7 @@ def test_cli_netlink_on_recorded_tables_prints_what_proc_prints_and_one_warning(
     assert by_netlink.stderr.startswith("tcpfast: ") and "instead" in by_netlink.stderr
 
 
-def test_cli_state_filter_is_pushed_to_the_kernel():
+def test_cli_state_filter_on_netlink():
     with listening() as port:
         result = tcpfast("--once", "--json", "--source", "netlink", "--state", "listen")
     events = [json.loads(line) for line in result.stdout.splitlines()]
