@@ -30,8 +30,8 @@ if TYPE_CHECKING:       # the same names, for type checkers and editors
     from .schema import CONNECTION_DTYPE as CONNECTION_DTYPE
     from .schema import STATE_NAMES as STATE_NAMES
     from .sources.proc import Snapshot as Snapshot
-    from .sources.proc import read_snapshot as read_snapshot
-    from .sources.proc import snapshot as snapshot
+    from .sources import read_snapshot as read_snapshot
+    from .sources import snapshot as snapshot
 
 __version__ = "0.2.0"
 
@@ -45,8 +45,8 @@ _PUBLIC = {
     "closed_connections": "diff.changes",
     "new_connections": "diff.changes",
     "Snapshot": "sources.proc",
-    "read_snapshot": "sources.proc",
-    "snapshot": "sources.proc",
+    "read_snapshot": "sources",
+    "snapshot": "sources",
     "directions": "enrich.direction",
     "DIRECTION_NAMES": "enrich.direction",
     "Owner": "enrich.owners",

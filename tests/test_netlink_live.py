@@ -269,3 +269,16 @@ def test_netlink_needs_no_root():
                                       "--state", "listen")
     assert result.returncode == 0 and result.stderr == ""
     assert port in {json.loads(line)["local_port"] for line in result.stdout.splitlines()}
+
+
+def test_library_snapshot_and_read_snapshot_take_the_source():
+    import tcpfast
+    with listening("::1") as port:
+        by_netlink = tcpfast.snapshot(source="netlink")
+        result = tcpfast.read_snapshot(source="netlink")
+        by_proc = tcpfast.snapshot()
+    ours = lambda rows: rows[rows["local_port"] == port].tobytes()         # noqa: E731
+    assert ours(by_netlink) == ours(by_proc) == ours(result.rows) != b""
+    assert isinstance(result, tcpfast.Snapshot) and result.complete
+    with pytest.raises(ValueError, match="source must be"):
+        tcpfast.read_snapshot(source="ss")
