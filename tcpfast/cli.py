@@ -22,6 +22,7 @@ from .poller import Poller
 from .schema import STATE_CODES
 from .sources import TABLES
 from .sources.netlink import NetlinkSource
+from .sources.netlink_events import open_destroy_events
 from .watch import Watcher
 
 if TYPE_CHECKING:
@@ -253,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:                    # --netns: not entered, nothing to read
             _warn(error.strerror or str(error))
             return EXIT_INPUT_ERROR
+    # Between polls, netlink also hears of every destroyed socket: connections
+    # opened and closed in between are reported too (new_and_closed).
+    destroyed = (open_destroy_events(args.netns, _warn)
+                 if netlink is not None and not args.once else None)
     stop = StopSignals(output_fd=1)
     owners = None
     if args.process:        # the first lookup, with nothing cached, is a full walk of /proc/*/fd
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         _emitter(printer, metrics),
         _warn, proc_root=args.proc_root, read_timeout=read_timeout,
         cancelled=lambda: stop.requested, owners=owners, detector=detector, firewall=firewall,
-        netlink=netlink)
+        netlink=netlink, destroyed=destroyed)
     poll = metrics.timed(poller.poll) if metrics else poller.poll
 
     def poll_and_go_on() -> None:

@@ -25,6 +25,7 @@ class RowEvents:
     direction: np.ndarray                      # enrich.direction codes
     duration: np.ndarray | None = None         # seconds seen open; NaN where unknown
     owners: list[Owner | None] | None = None   # holding process per row (None: not found); not looked up
+    times: np.ndarray | None = None            # time.time() of each event; None: the poll's
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -32,13 +33,14 @@ class RowEvents:
     def __getitem__(self, part: slice) -> RowEvents:
         return RowEvents(self.event, self.rows[part], self.direction[part],
                          None if self.duration is None else self.duration[part],
-                         None if self.owners is None else self.owners[part])
+                         None if self.owners is None else self.owners[part],
+                         None if self.times is None else self.times[part])
 
 
 def no_rows(event: str) -> RowEvents:
     """An empty batch of ``event``."""
     return RowEvents(event, np.empty(0, CONNECTION_DTYPE), np.empty(0, np.uint8),
-                     np.empty(0) if event == "closed" else None)
+                     np.empty(0) if event in ("closed", "new_and_closed") else None)
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,5 @@ class Poll:
     appeared: RowEvents = field(default_factory=lambda: no_rows("appeared"))
     scans: tuple[PortScan, ...] = ()
     blocks: tuple[Block, ...] = ()
+    #: Opened and closed since the last poll (netlink's destroy events), at their close times.
+    new_and_closed: RowEvents = field(default_factory=lambda: no_rows("new_and_closed"))

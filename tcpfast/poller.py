@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
+
 from .detect.scans import ScanDetector
 from .enrich.direction import IN
 from .enrich.owners import OwnerFinder
@@ -17,6 +19,7 @@ from .events import Poll
 from .outputs.firewall import Firewall
 from .sources import Snapshot, read_snapshot
 from .sources.netlink import NetlinkSource
+from .sources.netlink_events import DestroyEvents
 from .watch import Watcher
 
 Warn = Callable[[str], None]
@@ -40,7 +43,8 @@ class Poller:
                  cancelled: Callable[[], bool] | None = None,
                  owners: OwnerFinder | None = None, detector: ScanDetector | None = None,
                  firewall: Firewall | None = None,
-                 netlink: NetlinkSource | None = None) -> None:
+                 netlink: NetlinkSource | None = None,
+                 destroyed: DestroyEvents | None = None) -> None:
         self._watcher = watcher
         self._owners = owners
         self._detector = detector
@@ -51,6 +55,7 @@ class Poller:
         self._read_timeout = read_timeout
         self._cancelled = cancelled
         self._netlink = netlink             # reads through sock_diag instead of the tables
+        self._destroyed = destroyed         # sockets destroyed between polls
         self._expected_rows = 0
         self.cut_short_polls = 0            # all of them, since the start
         self._cut_in_a_row = 0
@@ -77,18 +82,28 @@ class Poller:
 
     def poll(self) -> Poll:
         """Read, diff, emit; OSError from the read propagates (the caller decides)."""
+        # Drained before the read: a socket destroyed after it is judged next poll,
+        # against a baseline that then holds it if this read listed it.
+        destroyed = self._destroyed.drain() if self._destroyed is not None else None
         snapshot = self.read()
         self.polls += 1
         if snapshot.malformed:
             self._warn(f"skipped {snapshot.malformed} malformed row(s) in {self.where}")
         self._track_cut_short(snapshot)
+        short_lived = (None if destroyed is None
+                       else self._watcher.opened_and_closed(*destroyed, listeners=snapshot.rows))
         result = self._watcher.update(snapshot, time.time())
         if self._owners is not None:        # the closed sockets' fd numbers are the likeliest reused
             owners = self._owners.owners_of(result.new.rows, result.closed.rows)
             result = replace(result, new=replace(result.new, owners=owners))
+        if short_lived is not None:
+            result = replace(result, new_and_closed=short_lived)
         if self._detector is not None and not result.first:
-            appeared = result.appeared
-            scans = self._detector.update(appeared.rows[appeared.direction == IN], result.time)
+            # Inbound connections that appeared, or came and went between polls (a
+            # connect() scan closes each probe at once: only netlink's events see those).
+            inbound = [events.rows[events.direction == IN]
+                       for events in (result.appeared, result.new_and_closed)]
+            scans = self._detector.update(np.concatenate(inbound), result.time)
             blocks = self._firewall.block_scanners(scans, self._warn) if self._firewall else []
             result = replace(result, scans=tuple(scans), blocks=tuple(blocks))
         self._emit(result)

@@ -133,6 +133,26 @@ class Watcher:
                               now - before.first_seen[closed]),
                     RowEvents("appeared", rows[fresh], current.direction[fresh]))
 
+    def opened_and_closed(self, destroyed: np.ndarray, times: np.ndarray,
+                          listeners: np.ndarray) -> RowEvents:
+        """Of sockets destroyed since the last poll (netlink's destroy events, drained
+        before this poll's read), the connections no poll listed: ``new_and_closed``,
+        at the times they closed. Call it before :meth:`update`.
+
+        Those a poll listed are left to the diff (its ``closed``); so are
+        listeners and sockets that never had a peer, or lost it (SO_LINGER 0),
+        with remote port 0; and none when the chosen states leave out
+        ESTABLISHED (a destroyed socket's state is CLOSE, its path unknown).
+        """
+        chosen = self._states is None or STATE_CODES["ESTABLISHED"] in self._states
+        if self._known is None or not chosen or not len(destroyed):
+            return no_rows("new_and_closed")
+        unseen = (destroyed["remote_port"] != 0) & ~keys.matched(destroyed, self._known.rows)
+        rows, when = destroyed[unseen], times[unseen]
+        return RowEvents("new_and_closed", rows,
+                         directions(rows, listeners=listeners, ephemeral=self._ephemeral),
+                         np.full(len(rows), math.nan), times=when)
+
     def _back_from_a_missed_read(self, rows: np.ndarray, inode: np.ndarray) -> np.ndarray:
         """For each row, the index of the vanished row that is the very same
         socket (the same key and the same non-zero inode), or -1."""

@@ -1,12 +1,17 @@
 """Destroyed-socket events: connections that open and close between two polls, each
 heard of exactly once, checked against the test's own ledger of what it opened."""
 
+import json
 import socket
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
+from tcpfast import CONNECTION_DTYPE
+from tcpfast.events import RowEvents
+from tcpfast.outputs import report
 from tcpfast.outputs.report import address_text
 from tcpfast.sources import netlink, netlink_events
 from test_live import FAMILIES
@@ -139,3 +144,60 @@ def test_undrained_events_stop_at_the_cap_and_are_counted_lost(monkeypatch):
             time.sleep(0.02)
         rows, times = events.drain()
     assert events.lost > 0 and len(rows) == len(times) == 2
+
+
+def test_cli_reports_connections_between_polls_once_as_new_and_closed():
+    """The whole loop: --source netlink, connections each opened and closed between
+    two polls, every one in the ledger reported exactly once, as new_and_closed, with
+    its addresses, ports and a close time; no other event of them."""
+    from watcher_process import WatcherProcess
+    events_or_skip().close()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    port = server.getsockname()[1]
+    watcher = WatcherProcess("--source", "netlink", "--interval", "0.5", "--json",
+                             "--events", "new,closed")
+    ledger: list[tuple] = []
+    try:
+        time.sleep(1.0)
+        started = time.time()
+        for _ in range(4):
+            for _ in range(10):
+                ledger += short_lived(server, socket.AF_INET, "127.0.0.1")
+            time.sleep(0.5)
+        watcher.wait_until(lambda: len([e for e in watcher.events()
+                                        if port in (e["local_port"], e["remote_port"])])
+                           >= len(ledger))
+        time.sleep(1.0)
+        assert watcher.stop() < 5
+    finally:
+        watcher.kill()
+        server.close()
+    ours = [e for e in watcher.events() if port in (e["local_port"], e["remote_port"])
+            and e["state"] != "LISTEN"]                     # all but the listener itself
+    assert {e["event"] for e in ours} == {"new_and_closed"}
+    assert sorted(endpoint_key(e["family"], e["local"], e["local_port"], e["remote"],
+                               e["remote_port"]) for e in ours) == sorted(ledger)
+    assert all(e["duration"] is None and e["state"] == "CLOSE" for e in ours)
+    assert all(e["direction"] in ("in", "out") for e in ours)
+    stamps = {e["time"] for e in ours}
+    assert all(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(started))) <= stamp[:19]
+               for stamp in stamps)
+    assert watcher.err == []
+
+
+def test_text_and_json_lines_of_new_and_closed_carry_their_close_time():
+    rows = np.zeros(1, dtype=CONNECTION_DTYPE)
+    rows["family"], rows["state"], rows["local_port"], rows["remote_port"] = 4, 7, 41164, 443
+    rows["local_addr"][0, :4] = [10, 0, 0, 1]
+    rows["remote_addr"][0, :4] = [192, 0, 2, 7]
+    closed_at = datetime(2021, 8, 9, 11, 43, 40, tzinfo=timezone.utc).timestamp()
+    events = RowEvents("new_and_closed", rows, np.array([2], np.uint8), np.full(1, np.nan),
+                       np.array([closed_at]))
+    poll_time = datetime(2021, 8, 9, 11, 43, 46, tzinfo=timezone.utc)
+    assert report.text_lines(events, poll_time) == [
+        "2021-08-09 11:43:40+00:00: New and closed connection: 10.0.0.1:41164 -> 192.0.2.7:443"]
+    line = json.loads(report.json_lines(events, poll_time)[0])
+    assert (line["time"], line["event"], line["duration"], line["state"]) == (
+        "2021-08-09T11:43:40+00:00", "new_and_closed", None, "CLOSE")

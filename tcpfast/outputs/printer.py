@@ -34,8 +34,9 @@ class EventPrinter:
 
     def __call__(self, poll: Poll) -> None:
         when = datetime.fromtimestamp(int(poll.time), timezone.utc)
-        for events in (poll.new, poll.closed):
-            if events.event not in self._events:
+        for events in (poll.new_and_closed, poll.new, poll.closed):
+            kinds = ("new", "closed") if events.event == "new_and_closed" else (events.event,)
+            if not any(kind in self._events for kind in kinds):   # it is both: either asks for it
                 continue
             for start in range(0, len(events), BATCH_ROWS):
                 self._writer.write(self._lines(events[start:start + BATCH_ROWS], when))

@@ -17,7 +17,8 @@ from ..schema import state_name
 
 _ADDRESS_BYTES = {4: 4, 6: 16}
 _ADDRESS_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
-_TEXT_EVENT = {"new": "New connection", "closed": "Closed connection"}
+_TEXT_EVENT = {"new": "New connection", "closed": "Closed connection",
+               "new_and_closed": "New and closed connection"}
 
 
 def address_text(family: int, address: bytes) -> str:
@@ -45,9 +46,11 @@ def text_lines(events: RowEvents, when: datetime, show_direction: bool = False) 
     """``2021-08-09 11:43:46+00:00: New connection: 10.0.0.1:41164 -> 10.0.0.2:443``,
     the seed's line; ``show_direction`` appends `` direction=in``, and owners looked
     up (``--process``) `` pid=1234 curl`` where one was found."""
-    head = f"{when.isoformat(sep=' ', timespec='seconds')}: {_TEXT_EVENT[events.event]}: "
-    lines = [f"{head}{_endpoint(family, local, local_port)} -> {_endpoint(family, remote, remote_port)}"
-             for family, local, local_port, remote, remote_port, *_ in _rows(events.rows)]
+    name = _TEXT_EVENT[events.event]
+    lines = [f"{stamp.isoformat(sep=' ', timespec='seconds')}: {name}: "
+             f"{_endpoint(family, local, local_port)} -> {_endpoint(family, remote, remote_port)}"
+             for (family, local, local_port, remote, remote_port, *_), stamp
+             in zip(_rows(events.rows), _stamps(events, when))]
     if show_direction:
         lines = [f"{line} direction={name}"
                  for line, name in zip(lines, direction_names(events.direction))]
@@ -57,6 +60,13 @@ def text_lines(events: RowEvents, when: datetime, show_direction: bool = False) 
     return lines
 
 
+def _stamps(events: RowEvents, when: datetime) -> list[datetime]:
+    """Each event's time: its own when it has one (a destroy event's), else the poll's."""
+    if events.times is None:
+        return [when] * len(events)
+    return [datetime.fromtimestamp(int(value), when.tzinfo) for value in events.times.tolist()]
+
+
 def _seconds(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 3)
 
@@ -64,21 +74,21 @@ def _seconds(value: float) -> float | None:
 def json_lines(events: RowEvents, when: datetime) -> list[str]:
     """One JSON object per row: the contract's keys (see README), ``direction``,
     ``pid`` and ``comm`` (null when unknown), and ``duration`` on closed events."""
-    stamp = when.isoformat(timespec="seconds")
     durations = ([None] * len(events) if events.duration is None
                  else [_seconds(value) for value in events.duration.tolist()])
     owners = repeat(None) if events.owners is None else events.owners
-    columns = zip(_rows(events.rows), direction_names(events.direction), durations, owners)
+    columns = zip(_rows(events.rows), direction_names(events.direction), durations, owners,
+                  _stamps(events, when))
     lines = []
-    for row, direction, duration, owner in columns:
+    for row, direction, duration, owner, stamp in columns:
         family, local, local_port, remote, remote_port, state, uid, inode = row
-        event = {"time": stamp, "event": events.event, "family": family,
-                 "local": local, "local_port": local_port,
+        event = {"time": stamp.isoformat(timespec="seconds"), "event": events.event,
+                 "family": family, "local": local, "local_port": local_port,
                  "remote": remote, "remote_port": remote_port,
                  "state": state_name(state), "uid": uid, "inode": inode, "direction": direction,
                  "pid": None if owner is None else owner.pid,
                  "comm": None if owner is None else owner.comm}
-        if events.event == "closed":
+        if events.event in ("closed", "new_and_closed"):
             event["duration"] = duration
         lines.append(json.dumps(event))
     return lines
