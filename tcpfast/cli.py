@@ -256,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INPUT_ERROR
     # Between polls, netlink also hears of every destroyed socket: connections
     # opened and closed in between are reported too (new_and_closed).
-    destroyed = (open_destroy_events(args.netns, _warn)
-                 if netlink is not None and not args.once else None)
+    destroyed = (open_destroy_events(netlink.netns_path, _warn)
+                 if netlink is not None and netlink.using_netlink and not args.once else None)
     stop = StopSignals(output_fd=1)
     owners = None
     if args.process:        # the first lookup, with nothing cached, is a full walk of /proc/*/fd

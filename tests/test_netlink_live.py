@@ -282,3 +282,35 @@ def test_library_snapshot_and_read_snapshot_take_the_source():
     assert isinstance(result, tcpfast.Snapshot) and result.complete
     with pytest.raises(ValueError, match="source must be"):
         tcpfast.read_snapshot(source="ss")
+
+
+@needs_root
+@needs_ip
+def test_netns_watch_hears_short_connections_of_that_namespace_only():
+    """Destroy events are taken in the watched namespace too: a connection opened and
+    closed inside it between polls is reported; one of the host's is not."""
+    from watcher_process import WatcherProcess
+    script = ("import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen(1)\n"
+              "c = socket.create_connection(s.getsockname())\na, _ = s.accept()\n"
+              "c.sendall(b'x'); a.recv(1, socket.MSG_PEEK); a.close(); c.close()\n"
+              "print(s.getsockname()[1])\n")
+    with named_netns() as name:
+        watcher = WatcherProcess("--netns", f"/var/run/netns/{name}", "--interval", "0.3",
+                                 "--json")
+        try:
+            time.sleep(1.0)
+            inside = int(subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c",
+                                         script], capture_output=True, text=True,
+                                        check=True).stdout)
+            outside = int(subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                         text=True, check=True).stdout)
+            watcher.wait_until(lambda: any(e["event"] == "new_and_closed"
+                                           for e in watcher.events()))
+            time.sleep(1.0)
+            assert watcher.stop() < 5
+        finally:
+            watcher.kill()
+    short = [e for e in watcher.events() if e["event"] == "new_and_closed"]
+    assert len(short) == 2 and {e["remote_port"] for e in short} >= {inside}
+    assert outside not in {p for e in short for p in (e["local_port"], e["remote_port"])}
+    assert watcher.err == []

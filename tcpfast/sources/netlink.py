@@ -313,12 +313,15 @@ class NetlinkSource:
         self.fallback_root: str | None = proc_root
         self._diag: SockDiag | None = None
         self.failure: str | None = None
+        #: The namespace dumped: a file to enter, or None for our own.
+        self.netns_path = netns_path
         if netns_path is not None:
             self.fallback_root = _proc_root_of(netns_path)
             self._diag = SockDiag(netns_path, request)      # raises: no silent other namespace
             return
         try:
-            self._diag = SockDiag(namespace_of(proc_root), request)
+            self.netns_path = namespace_of(proc_root)
+            self._diag = SockDiag(self.netns_path, request)
         except OSError as error:
             self._fail(f"cannot dump {proc_root}'s sockets through netlink ({_reason(error)})")
 
