@@ -29,9 +29,9 @@ if TYPE_CHECKING:       # the same names, for type checkers and editors
     from .enrich.owners import OwnerFinder as OwnerFinder
     from .schema import CONNECTION_DTYPE as CONNECTION_DTYPE
     from .schema import STATE_NAMES as STATE_NAMES
-    from .sources.proc import Snapshot as Snapshot
     from .sources import read_snapshot as read_snapshot
     from .sources import snapshot as snapshot
+    from .sources.proc import Snapshot as Snapshot
 
 __version__ = "0.2.0"
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .diff import keys
 from .enrich.direction import DEFAULT_EPHEMERAL_PORTS, directions
-from .events import Poll, RowEvents
+from .events import Poll, RowEvents, no_rows
 from .schema import STATE_CODES
 from .sources import Snapshot
 

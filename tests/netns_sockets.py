@@ -2,8 +2,9 @@
 netlink and through /proc; print both as JSON. Run it inside a fresh network
 namespace (``unshare --net``): it brings up loopback and routes the documentation
 prefixes (192.0.2.0/24, 2001:db8::/64) to it, where a packet for an address the
-namespace does not own is dropped: a connect() there stays in SYN_SENT. ``--record DIR`` also writes the raw dump and
-the /proc tables (the recorded data of tests/test_netlink_decode.py).
+namespace does not own is dropped: a connect() there stays in SYN_SENT.
+``--record DIR`` also writes the raw dump and the /proc tables (the recorded
+data of tests/test_netlink_decode.py).
 """
 
 from __future__ import annotations

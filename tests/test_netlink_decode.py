@@ -6,16 +6,16 @@ import json
 import os
 import struct
 
+import netlink_format as nl
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kernel_format import Conn
 
 from tcpfast import CONNECTION_DTYPE
 from tcpfast.decode import netlink_pure
 from tcpfast.decode.parsing import parse_counted
-from kernel_format import Conn
-import netlink_format as nl
 
 try:
     from tcpfast.decode import _netlink
@@ -153,8 +153,9 @@ def test_recorded_dumps_decode_to_the_proc_tables_recorded_with_them(recording):
             proc.append(parse_counted(table.read(), family)[0])
     ignore = ["retransmits", "timer"]        # timers tick between the two reads
     fields = [name for name in CONNECTION_DTYPE.names if name not in ignore]
-    as_set = lambda rows: sorted(tuple(bytes(np.asarray(row[f]).tobytes()) for f in fields)
-                                 for row in rows)
+
+    def as_set(rows):
+        return sorted(tuple(bytes(np.asarray(row[f]).tobytes()) for f in fields) for row in rows)
     assert as_set(rows_of(result)) == as_set(np.concatenate(proc))
     assert set(recording["states"]) <= set(rows_of(result)["state"].tolist())
 

@@ -8,13 +8,13 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from test_live import FAMILIES
 
 from tcpfast import CONNECTION_DTYPE
 from tcpfast.events import RowEvents
 from tcpfast.outputs import report
 from tcpfast.outputs.report import address_text
 from tcpfast.sources import netlink, netlink_events
-from test_live import FAMILIES
 
 INTERVAL = 0.2
 ROUNDS = 5

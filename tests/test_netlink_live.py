@@ -15,9 +15,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+from test_cli import SAMPLE_ROOT, tcpfast
 
 from tcpfast.sources import netlink, proc
-from test_cli import SAMPLE_ROOT, tcpfast
 
 ROOT = Path(__file__).parent.parent
 HELPER = Path(__file__).parent / "netns_sockets.py"
@@ -218,9 +218,8 @@ def test_a_kernel_error_reply_falls_back_to_proc(monkeypatch):
     ends with an error code in its NLMSG_DONE."""
     source = netlink.NetlinkSource(request=netlink.SOCK_DIAG_BY_FAMILY)
     monkeypatch.setattr(netlink, "IPPROTO_TCP", 253)            # no sock_diag handler
-    with listening() as port:
-        with pytest.warns(netlink.NetlinkFallbackWarning, match="dump failed"):
-            assert port in source.read().rows["local_port"]
+    with listening() as port, pytest.warns(netlink.NetlinkFallbackWarning, match="dump failed"):
+        assert port in source.read().rows["local_port"]
     assert not source.using_netlink
 
 

@@ -36,7 +36,6 @@ import struct
 
 import numpy as np
 
-
 NLMSG_HEADER = struct.Struct("=IHHII")
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 NLM_F_DUMP_INTR = 0x10

@@ -25,7 +25,7 @@ def read_snapshot(proc_root: str = "/proc", *, source: str = "proc", size_hint: 
         return proc.read_snapshot(proc_root, size_hint=size_hint, deadline=deadline,
                                   cancelled=cancelled, families=families)
     if source == "netlink":
-        from . import netlink                # its imports only when it is asked for
+        from . import netlink  # its imports only when it is asked for
         return netlink.read_snapshot(proc_root, size_hint=size_hint, deadline=deadline,
                                      cancelled=cancelled, families=families)
     raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")

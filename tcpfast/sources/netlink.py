@@ -130,12 +130,12 @@ def open_in_namespace(netns_path: str | None,
         worker.join()
     finally:
         os.close(fd)
-    if "error" in result:
-        error = result["error"]
-        assert isinstance(error, OSError)
-        hint = " (entering a namespace needs root)" if error.errno == errno.EPERM else ""
-        raise OSError(error.errno, f"cannot enter network namespace {netns_path}: "
-                                   f"{error.strerror or error}{hint}") from None
+    refused = result.get("error")
+    if refused is not None:
+        assert isinstance(refused, OSError)
+        hint = " (entering a namespace needs root)" if refused.errno == errno.EPERM else ""
+        raise OSError(refused.errno, f"cannot enter network namespace {netns_path}: "
+                                     f"{refused.strerror or refused}{hint}") from None
     sock = result["socket"]
     assert isinstance(sock, socket.socket)
     return sock
@@ -250,7 +250,7 @@ class SockDiag:
                               self._next_seq(), 0)
         return header + payload
 
-    def _decode_reply(self, data: memoryview, family: int, out: np.ndarray, start: int,
+    def _decode_reply(self, data: bytes | memoryview, family: int, out: np.ndarray, start: int,
                       final: bool) -> tuple[int, int, int]:
         """RowCollector's parser: the replies of the dump in progress (``self._reply``)."""
         reply = self._reply

@@ -105,7 +105,7 @@ class DestroyEvents:
         while not self._stop.is_set():
             try:
                 got = self._socket.recv_into(view)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError as error:
                 if error.errno == errno.ENOBUFS:                 # the kernel dropped events
