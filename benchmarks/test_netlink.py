@@ -1,5 +1,5 @@
-"""netlink (sock_diag) against /proc on ~90k live loopback sockets, in a network namespace
-of this process's own (root), interleaved A, B, A, B, ... in one loop.
+"""netlink (sock_diag) against /proc on ~90k live loopback sockets, in the benchmarks'
+private network namespace (conftest.py), interleaved A, B, A, B, ... in one loop.
 
 Each contender's median wall time and CPU time (user + system of this process: the
 kernel's work for a read or a dump is charged to it) go to extra_info and are printed
@@ -7,8 +7,6 @@ with -s; ratios are recorded, not asserted (a shared machine's noise is not a
 failure). The targets: a netlink poll (dump + decode + fold + diff) at most 0.6x a bare
 read() of /proc/net/tcp (+tcp6 in the mixed load); on a table growing by ~400 rows/s
 every poll ends within its interval and each new connection is reported once.
-The namespace is the process's from then on: benchmark modules that run later in
-the same session (test_poll, test_ratios) measure inside it too.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import numpy as np
 import pytest
 
 from benchmarks.loadgen import LoadGenerator
-from benchmarks.netns import enter_private_netns
 from benchmarks.test_poll import bare_read
 from tcpfast import CONNECTION_DTYPE, new_connections
 from tcpfast.decode import netlink_pure
@@ -39,16 +36,8 @@ ROWS = 90_000
 LOADS = {"ipv4": 0.0, "mixed": 1 / 3}
 
 
-def in_private_netns() -> None:
-    try:
-        enter_private_netns()
-    except (OSError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"no private network namespace here: {error}")
-
-
 @pytest.fixture(scope="module", params=sorted(LOADS))
 def live_90k(request):
-    in_private_netns()
     try:
         with LoadGenerator(ROWS, ipv6_fraction=LOADS[request.param]) as load:
             yield request.param, load.rows
