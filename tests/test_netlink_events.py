@@ -15,6 +15,7 @@ from tcpfast.events import RowEvents
 from tcpfast.outputs import report
 from tcpfast.outputs.report import address_text
 from tcpfast.sources import netlink, netlink_events
+from tcpfast.watch import Watcher
 
 INTERVAL = 0.2
 ROUNDS = 5
@@ -60,8 +61,21 @@ def short_lived(server: socket.socket, af: int, host: str) -> list[tuple]:
     return opened
 
 
+def poll(events, source, watcher):
+    """One poll as the loop does it: drain, read, judge the destroyed, update."""
+    destroyed = events.drain()
+    snapshot = source.read()
+    short = watcher.opened_and_closed(*destroyed, listeners=snapshot.rows)
+    return short, watcher.update(snapshot, time.time())
+
+
+def about(port, rows):
+    return (rows["local_port"] == port) | (rows["remote_port"] == port)
+
+
 @pytest.mark.parametrize("af,host,family", FAMILIES, ids=[f[1] for f in FAMILIES])
 def test_connections_between_polls_are_each_reported_once_by_destroy_events(af, host, family):
+    """Library level: DestroyEvents, NetlinkSource and Watcher, polled as the loop does."""
     server = socket.socket(af)
     server.bind((host, 0))
     server.listen(PER_ROUND)
@@ -70,53 +84,47 @@ def test_connections_between_polls_are_each_reported_once_by_destroy_events(af, 
     new_and_closed: list[tuple] = []
     closed_at: list[float] = []
     polled_ours = 0
+    watcher = Watcher()
     with events_or_skip() as events, netlink.NetlinkSource() as source:
-        previous = source.read().rows
+        poll(events, source, watcher)
         started = time.time()
         for _ in range(ROUNDS):
             for _ in range(PER_ROUND):
                 ledger += short_lived(server, af, host)
             time.sleep(INTERVAL)
-            current = source.read().rows
-            ours = (current["local_port"] == port) | (current["remote_port"] == port)
-            polled_ours += int(ours.sum()) - 1                # the listener is always there
-            destroyed, received = events.drain()
-            mine = (destroyed["local_port"] == port) | (destroyed["remote_port"] == port)
-            destroyed, received = destroyed[mine], received[mine]
-            unseen = ~netlink_events.seen_by_poll(destroyed, previous)
-            new_and_closed += row_keys(destroyed[unseen])
-            closed_at += received[unseen].tolist()
-            previous = current
+            short, result = poll(events, source, watcher)
+            polled_ours += int(about(port, result.snapshot.rows).sum()) - 1   # not the listener
+            assert not about(port, result.new.rows).any() and not len(result.closed)
+            new_and_closed += row_keys(short.rows)
+            closed_at += short.times.tolist()
+            assert set(short.rows["state"].tolist()) <= {7}                 # CLOSE
         assert events.lost == 0 and events.malformed == 0
     server.close()
     assert polled_ours == 0                 # the polls never saw one: /proc would miss them all
     assert sorted(new_and_closed) == sorted(ledger)              # each exactly once
     assert len(ledger) == 2 * ROUNDS * PER_ROUND
     assert all(started <= when <= time.time() for when in closed_at)
-    assert set(np.unique(destroyed["state"]).tolist()) <= {7}    # CLOSE
 
 
-def test_a_connection_a_poll_saw_is_closed_not_new_and_closed():
+def test_a_connection_a_poll_saw_is_left_to_the_diff():
+    """Destroyed after a poll listed it: the diff reports it closed; it is not new_and_closed."""
+    watcher = Watcher()
     with events_or_skip() as events, netlink.NetlinkSource() as source:
         server = socket.socket()
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        client = socket.socket()
-        client.connect(server.getsockname())
+        client = socket.create_connection(server.getsockname())
         accepted, _ = server.accept()
         port = server.getsockname()[1]
-        polled = source.read().rows
+        poll(events, source, watcher)
         reset_by_unread_data(client, accepted)
-        server.close()
         deadline = time.monotonic() + 5
-        destroyed = np.empty(0, dtype=polled.dtype)
-        while len(destroyed) < 3 and time.monotonic() < deadline:   # listener, client, accepted
-            time.sleep(0.05)
-            rows, _ = events.drain()
-            mine = (rows["local_port"] == port) | (rows["remote_port"] == port)
-            destroyed = np.concatenate([destroyed, rows[mine]])
-    assert len(destroyed) == 3
-    assert netlink_events.seen_by_poll(destroyed, polled).all()
+        while events._count < 2 and time.monotonic() < deadline:   # both ends heard of
+            time.sleep(0.02)
+        short, result = poll(events, source, watcher)
+        server.close()
+    assert not about(port, short.rows).any()
+    assert about(port, result.closed.rows).sum() == 2
 
 
 def test_refused_groups_are_said_once_and_polling_goes_on(monkeypatch):

@@ -24,7 +24,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..diff import keys
 from ..schema import CONNECTION_DTYPE
 from .netlink import NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, decode_into, open_in_namespace
 
@@ -145,9 +144,3 @@ def open_destroy_events(netns_path: str | None, warn: Callable[[str], None]
         warn(f"cannot receive destroyed-socket events ({error.strerror or error}): "
              "connections shorter than the interval are not seen")
         return None
-
-
-def seen_by_poll(destroyed: np.ndarray, polled: np.ndarray) -> np.ndarray:
-    """Mask of destroyed rows whose connection a poll listed (``closed``); the others
-    opened and closed between two polls (``new_and_closed``)."""
-    return keys.matched(destroyed, polled)
