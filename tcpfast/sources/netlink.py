@@ -1,6 +1,6 @@
 """The kernel's socket-diagnostics dump (NETLINK_SOCK_DIAG, what ``ss`` uses) as a source.
 
-Why: the kernel spends about half the CPU producing a binary dump that it
+Why: the kernel spends about 0.6x the CPU producing a binary dump that it
 spends formatting /proc/net/tcp text, walks its table once for both families,
 and a dump of a growing table ends (a read of /proc/net/tcp may not). Rows
 equal /proc's for the same sockets. One socket is kept open and reused for
