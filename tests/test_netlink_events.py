@@ -202,7 +202,7 @@ def test_text_and_json_lines_of_new_and_closed_carry_their_close_time():
     rows["remote_addr"][0, :4] = [192, 0, 2, 7]
     closed_at = datetime(2021, 8, 9, 11, 43, 40, tzinfo=timezone.utc).timestamp()
     events = RowEvents("new_and_closed", rows, np.array([2], np.uint8), np.full(1, np.nan),
-                       np.array([closed_at]))
+                       times=np.array([closed_at]))
     poll_time = datetime(2021, 8, 9, 11, 43, 46, tzinfo=timezone.utc)
     assert report.text_lines(events, poll_time) == [
         "2021-08-09 11:43:40+00:00: New and closed connection: 10.0.0.1:41164 -> 192.0.2.7:443"]
