@@ -209,3 +209,34 @@ def test_text_and_json_lines_of_new_and_closed_carry_their_close_time():
     line = json.loads(report.json_lines(events, poll_time)[0])
     assert (line["time"], line["event"], line["duration"], line["state"]) == (
         "2021-08-09T11:43:40+00:00", "new_and_closed", None, "CLOSE")
+
+
+def test_a_connect_scan_between_polls_is_detected_through_destroy_events():
+    """Each probe connects and closes at once: no poll lists one, the destroy events
+    hear of all; port-scan detection counts them (default --scan-ports 3)."""
+    from watcher_process import WatcherProcess
+    events_or_skip().close()
+    servers = [socket.socket() for _ in range(5)]
+    for server in servers:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+    ports = {server.getsockname()[1] for server in servers}
+    watcher = WatcherProcess("--source", "netlink", "--interval", "0.5", "--json",
+                             "--skip-existing")
+    try:
+        time.sleep(1.2)
+        for server in servers:
+            probe = socket.socket()
+            probe.bind(("127.0.0.9", 0))
+            probe.connect(server.getsockname())
+            accepted, _ = server.accept()
+            reset_by_unread_data(probe, accepted)
+        watcher.wait_until(lambda: any(e["event"] == "port_scan" for e in watcher.events()))
+        assert watcher.stop() < 5
+    finally:
+        watcher.kill()
+        for server in servers:
+            server.close()
+    scans = [e for e in watcher.events() if e["event"] == "port_scan"]
+    assert scans[0]["remote"] == "127.0.0.9"
+    assert set(scans[0]["ports"]) <= ports and len(scans[0]["ports"]) > 3
