@@ -199,7 +199,7 @@ def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser
     metrics = None
     if args.metrics:
         from .outputs.metrics import Metrics
-        metrics = Metrics(source="proc")
+        metrics = Metrics(source="netlink" if args.source == "netlink" or args.netns else "proc")
         metrics.serve(*args.metrics)
     firewall = None
     if args.block:

@@ -240,3 +240,21 @@ def test_a_connect_scan_between_polls_is_detected_through_destroy_events():
     scans = [e for e in watcher.events() if e["event"] == "port_scan"]
     assert scans[0]["remote"] == "127.0.0.9"
     assert set(scans[0]["ports"]) <= ports and len(scans[0]["ports"]) > 3
+
+
+def test_metrics_count_a_new_and_closed_connection_as_new_and_as_closed():
+    pytest.importorskip("prometheus_client")
+    from tcpfast.events import Poll
+    from tcpfast.outputs.metrics import Metrics
+    from tcpfast.sources.proc import Snapshot
+    rows = np.zeros(2, dtype=CONNECTION_DTYPE)
+    rows["family"] = [4, 6]
+    metrics = Metrics(source="netlink")
+    short = RowEvents("new_and_closed", rows, np.array([1, 2], np.uint8), np.full(2, np.nan),
+                      times=np.zeros(2))
+    metrics.record(Poll(0.0, Snapshot(rows[:0]), False, new_and_closed=short))
+    sample = metrics.registry.get_sample_value
+    for name in ("tcpfast_new_connections_total", "tcpfast_closed_connections_total"):
+        total = sum(sample(name, {"direction": direction, "family": family}) or 0
+                    for direction in ("in", "out", "listen", "unknown") for family in ("4", "6"))
+        assert total == 2

@@ -108,6 +108,8 @@ class Metrics:
         if not poll.first:
             self._count(self.new, poll.new.rows, poll.new.direction)
         self._count(self.closed, poll.closed.rows, poll.closed.direction)
+        for counter in (self.new, self.closed):           # opened and closed between polls
+            self._count(counter, poll.new_and_closed.rows, poll.new_and_closed.direction)
         self.port_scans.inc(len(poll.scans))
         self.blocks.inc(len(poll.blocks))
 
