@@ -13,7 +13,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src
 WORKDIR /src
-RUN python -m venv /opt/tcpfast
+# pip >= 25.1 for `pip install --group test` below (the bases ship older ones).
+RUN python -m venv --upgrade-deps /opt/tcpfast
 ENV PATH=/opt/tcpfast/bin:$PATH
 # A compiled module that fails to build fails the image (not a slow, silent fallback).
 RUN TCPFAST_REQUIRE_COMPILED=1 pip install --no-cache-dir . \
@@ -25,8 +26,8 @@ FROM build AS testing
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iproute2 \
  && rm -rf /var/lib/apt/lists/*
-RUN TCPFAST_REQUIRE_COMPILED=1 pip install --no-cache-dir '.[test]' && python -m pytest \
- && TCPFAST_PURE=1 python -m pytest \
+RUN pip install --no-cache-dir --group test && python -m pytest -ra \
+ && TCPFAST_PURE=1 python -m pytest -ra \
  && touch /tests-passed
 
 FROM ${PYTHON_IMAGE} AS runtime
