@@ -7,55 +7,37 @@ import pytest
 
 from tcpfast.cli import build_parser
 
-yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install '.[test]')")
+yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install --group test)")
 
 MANIFEST = Path(__file__).parents[1] / "deploy" / "kubernetes" / "daemonset.yaml"
 
-# Options the manifest uses before tcpfast has them, and where they come from:
-# their test skips, saying so, until the option lands; then it must parse.
-PENDING = {"--metrics": "issue 9 (Prometheus metrics)"}
-
 
 @pytest.fixture(scope="module")
-def pod() -> dict:
+def template() -> dict:
     if not MANIFEST.exists():
         pytest.skip(f"{MANIFEST} is not in this tree")
     documents = list(yaml.safe_load_all(MANIFEST.read_text()))
     daemonset = next(doc for doc in documents if doc["kind"] == "DaemonSet")
-    return daemonset["spec"]["template"]["spec"]
+    return daemonset["spec"]["template"]
 
 
-def option(arg: str) -> str:
-    return arg.split("=", 1)[0]
-
-
-def parse(args: list[str]):
+def test_container_args_are_accepted_by_tcpfast(template):
+    container = template["spec"]["containers"][0]
     try:
-        return build_parser().parse_args(args)
-    except SystemExit as error:      # argparse's usage error
-        pytest.fail(f"tcpfast rejects the manifest's arguments {args} (exit {error.code})")
-
-
-def known_options() -> set[str]:
-    return {name for action in build_parser()._actions for name in action.option_strings}
-
-
-def test_container_args_are_accepted_by_tcpfast(pod):
-    args = [arg for arg in pod["containers"][0]["args"] if option(arg) not in PENDING]
-    parsed = parse(args)
+        parsed = build_parser().parse_args(container["args"])
+    except SystemExit as error:  # argparse's usage error
+        pytest.fail(f"tcpfast rejects the manifest's arguments {container['args']} "
+                    f"(exit {error.code})")
     assert parsed.proc_root == "/proc/1" and parsed.json and not parsed.once
+    assert not parsed.block
+    # The port Prometheus is told to scrape is the one tcpfast serves.
+    port = int(template["metadata"]["annotations"]["prometheus.io/port"])
+    assert parsed.metrics == ("0.0.0.0", port)
+    assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
 
 
-@pytest.mark.parametrize("name", sorted(PENDING))
-def test_pending_options_in_the_manifest_are_accepted_once_they_land(pod, name):
-    args = pod["containers"][0]["args"]
-    assert name in map(option, args), f"{name} is no longer in the manifest: drop it from PENDING"
-    if name not in known_options():
-        pytest.skip(f"tcpfast does not accept {name} yet: {PENDING[name]}")
-    parse(args)
-
-
-def test_least_privilege(pod):
+def test_least_privilege(template):
+    pod = template["spec"]
     container = pod["containers"][0]
     # The node's tables through pid 1 of the host's pid namespace, not its network.
     assert pod["hostPID"] is True and pod.get("hostNetwork", False) is False
