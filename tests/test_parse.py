@@ -1,6 +1,5 @@
 """Both parsers on tables in the kernel's exact format, checked field by field."""
 
-import ipaddress
 import socket
 import warnings
 from pathlib import Path
@@ -22,9 +21,11 @@ def run(parse_into, data: bytes, family: int, final: bool = True):
 
 
 def address(row, field: str) -> str:
+    """The C library's text of an address: the same on every Python (3.13's
+    ipaddress prints IPv4-mapped addresses dotted, older ones in hex)."""
     family = int(row["family"])
     packed = bytes(row[field])[: 4 if family == 4 else 16]
-    return str(ipaddress.ip_address(packed))
+    return socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, packed)
 
 
 def fields(row) -> tuple:
@@ -59,7 +60,7 @@ def test_ipv6_table_loopback_mapped_and_global(parse_into):
     assert [fields(row) for row in rows] == [
         ("::", 22, "::", 0, 0x0A, 0, 0, 0, 21989),
         ("::1", 22, "2001:db8::5", 443, 0x01, 0, 0, 1000, 3001),
-        ("::ffff:7f00:1", 8080, "::ffff:7f00:1", 45000, 0x01, 0, 0, 33, 3002),
+        ("::ffff:127.0.0.1", 8080, "::ffff:127.0.0.1", 45000, 0x01, 0, 0, 33, 3002),
         ("2001:db8:0:1::10", 443, "2001:db8::ff", 50000, 0x03, 0, 0, 0, 0),
     ]
     assert set(rows["family"].tolist()) == {6}
