@@ -75,15 +75,18 @@ def rows_view(rows: np.ndarray) -> list[tuple]:
              int(r["remote_port"]), int(r["uid"]), int(r["inode"])) for r in rows]
 
 
-def ours(rows: np.ndarray, port: int) -> np.ndarray:
-    return rows[(rows["local_port"] == port) | (rows["remote_port"] == port)]
+def ours(rows: np.ndarray, port: int, family: int) -> np.ndarray:
+    """The rows of the test's own server: its family and port (the other family
+    may have a socket on the same port number)."""
+    return rows[(rows["family"] == family)
+                & ((rows["local_port"] == port) | (rows["remote_port"] == port))]
 
 
 @pytest.mark.parametrize("af,host,family", FAMILIES)
 def test_snapshot_finds_each_socket_exactly(af, host, family):
     with listener(af, host) as server, connections(server, 5) as pairs:
         port = server.getsockname()[1]
-        rows = ours(snapshot(), port)
+        rows = ours(snapshot(), port, family)
         found = rows_view(rows)
         for client, accepted in pairs:
             for sock in (client, accepted):
@@ -102,10 +105,10 @@ def test_second_poll_reports_exactly_the_new_connections(af, host, family):
         first = snapshot()
         with connections(server, 3) as added:
             second = snapshot()
-            new = ours(new_connections(first, second), port)
+            new = ours(new_connections(first, second), port, family)
             expected = [kernel_view(s, family) for pair in added for s in pair]
             assert sorted(rows_view(new)) == sorted(expected)
-            assert len(ours(new_connections(second, snapshot()), port)) == 0
+            assert len(ours(new_connections(second, snapshot()), port, family)) == 0
 
 
 def ss_view(port: int) -> set[tuple[str, str, str]]:
@@ -135,7 +138,7 @@ def ss_text(family: int, address: str, port: int, state: str) -> str:
 def test_snapshot_equals_what_ss_lists(af, host, family):
     with listener(af, host) as server, connections(server, 6):
         port = server.getsockname()[1]
-        rows = ours(snapshot(), port)
+        rows = ours(snapshot(), port, family)
         ss_rows = ss_view(port)
     ours_as_ss = set()
     for (fam, local, lport, remote, rport, _, _), row in zip(rows_view(rows), rows):
