@@ -124,7 +124,12 @@ class SlowTable:
                         time.sleep(self.pause)
                         reader.write(page)
             except OSError:
-                continue
+                pass
+            # A FIFO of its own for the next read: the last reader, which may not
+            # have closed yet, must see the end of its table, not the next one's rows.
+            fresh = self.path.with_name("tcp.next")
+            os.mkfifo(fresh)
+            os.replace(fresh, self.path)
 
     def close(self) -> None:
         self.done.set()
