@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from namespaces import add_namespace
 from test_cli import SAMPLE_ROOT, tcpfast
 
 from tcpfast.sources import netlink, proc
@@ -41,6 +42,8 @@ def test_netlink_rows_equal_proc_rows_in_every_state():
     and both queues equal (a listener's backlog limit included)."""
     result = subprocess.run(["unshare", "--net", sys.executable, str(HELPER)],
                             capture_output=True, text=True, timeout=60, env=env_with_checkout())
+    if "unshare failed" in result.stderr:             # a container build, say
+        pytest.skip(f"cannot create a network namespace here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
     tables = json.loads(result.stdout)
     assert tables["netlink"] == tables["proc"]
@@ -128,7 +131,7 @@ def test_cli_state_filter_on_netlink():
 def named_netns():
     """A namespace named with this issue's prefix, loopback up; removed on exit."""
     name = f"tf10-{os.getpid()}-{time.monotonic_ns() % 100000}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    add_namespace(name)               # or skip where that is not permitted (a container build)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
         yield name
