@@ -48,6 +48,22 @@ def both(data: bytes, family: int, final: bool, room: int | None = None):
     return results[1]
 
 
+EDITS = ["replace", "insert", "delete", "truncate"]
+
+
+def edit(text: bytearray, what: str, at: int, byte: int) -> None:
+    """One edit of ``text`` in place: replace, insert or delete the byte at ``at``,
+    or cut the text there (past the end, replace and delete do nothing)."""
+    if what == "replace" and at < len(text):
+        text[at] = byte
+    elif what == "insert":
+        text.insert(at, byte)
+    elif what == "delete" and at < len(text):
+        del text[at]
+    elif what == "truncate":
+        del text[at:]
+
+
 @settings(max_examples=300, deadline=None)
 @given(tables, st.booleans())
 def test_generated_tables_parse_to_what_was_rendered(family_conns, trailing_newline):
@@ -80,16 +96,9 @@ def test_mutated_tables_agree(family_conns, data):
     for _ in range(data.draw(st.integers(1, 8))):
         spaces = [i for i in range(1, len(text)) if text[i] == 32 != text[i - 1]] or [0]
         at = data.draw(st.one_of(st.integers(0, len(text)), st.sampled_from(spaces)))
-        what = data.draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
+        what = data.draw(st.sampled_from(EDITS))
         byte = data.draw(st.sampled_from(NOISE))
-        if what == "replace" and at < len(text):
-            text[at] = byte
-        elif what == "insert":
-            text.insert(at, byte)
-        elif what == "delete" and at < len(text):
-            del text[at]
-        elif what == "truncate":
-            del text[at:]
+        edit(text, what, at, byte)
     room = data.draw(st.none() | st.integers(0, 45))
     for final in (True, False):
         both(bytes(text), family, final, room)

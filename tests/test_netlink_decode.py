@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kernel_format import Conn
+from test_agree import EDITS, edit
 
 from tcpfast import CONNECTION_DTYPE
 from tcpfast.decode import netlink_pure
@@ -252,17 +253,10 @@ def test_corrupted_headers_never_give_a_wrong_row(entries_list, data):
 def test_corrupted_bytes_anywhere_agree(entries_list, data):
     text = bytearray(build(entries_list)[0])
     for _ in range(data.draw(st.integers(1, 8))):
-        what = data.draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
+        what = data.draw(st.sampled_from(EDITS))
         at = data.draw(st.integers(0, len(text)))
         byte = data.draw(st.integers(0, 255))
-        if what == "replace" and at < len(text):
-            text[at] = byte
-        elif what == "insert":
-            text.insert(at, byte)
-        elif what == "delete" and at < len(text):
-            del text[at]
-        elif what == "truncate":
-            del text[at:]
+        edit(text, what, at, byte)
     both(bytes(text), room=data.draw(st.none() | st.integers(0, 5)))
 
 
