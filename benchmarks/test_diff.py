@@ -13,7 +13,6 @@ from benchmarks.tables import table
 from tcpfast import CONNECTION_DTYPE, new_connections
 from tcpfast.decode import parsing
 from tcpfast.diff import keys
-from tcpfast.diff.keys import KEY_MASK, row_words
 
 
 def churned(rows: int, order: str, churn: float = 0.01):
@@ -47,7 +46,7 @@ def test_new_connections_numpy(benchmark, run):
     previous, current, fresh = churned(100_000, "kernel order")
     benchmark.group = f"diff {100_000:>9,} rows, 1% churn"
     benchmark.extra_info.update(order="kernel order", implementation="numpy")
-    index = run(keys.match_numpy, 100_000, row_words(current), row_words(previous), KEY_MASK)
+    index = run(keys.match_numpy, 100_000, current, previous)
     assert (index < 0).sum() == fresh
 
 

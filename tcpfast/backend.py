@@ -34,8 +34,6 @@ if _SETTING.strip().lower() not in _YES + _NO:
 #: and the key set operations.
 COMPILED_MODULES = {"_parse": "tcpfast.decode._parse", "_netlink": "tcpfast.decode._netlink",
                     "_keys": "tcpfast.diff._keys"}
-#: The compiled modules that write rows: their C struct must match CONNECTION_DTYPE.
-ROW_WRITERS = ("_parse", "_netlink")
 
 
 def _check_layout(name: str, module: ModuleType) -> None:
@@ -57,8 +55,8 @@ def _load() -> tuple[dict[str, ModuleType] | None, str | None]:
                       "pure-Python code (set TCPFAST_PURE=1 to choose it on purpose)",
                       RuntimeWarning, stacklevel=4)
         return None, reason
-    for name in ROW_WRITERS:
-        _check_layout(name, modules[name])
+    for name, module in modules.items():      # each uses tcpfast/row.pxd's struct
+        _check_layout(name, module)
     return modules, None
 
 

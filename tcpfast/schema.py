@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-#: One row per socket listed in /proc/net/tcp or /proc/net/tcp6.
+#: One row per socket listed in /proc/net/tcp or /proc/net/tcp6 (or dumped by sock_diag).
 #: Addresses are 16 bytes in network order; an IPv4 address fills the first 4
-#: bytes and the rest are zero. The key fields (addresses, ports, family) come
-#: first and fill 37 bytes, so a diff can read them as machine words. The
-#: layout is 64 bytes, one cache line, with no padding (so copies keep every
-#: byte defined), and the compiled parser writes the same C struct (checked at
-#: import). ``timer`` is the kernel's ``tr`` column (which timer is pending).
+#: bytes and the rest are zero. The connection key comes first, as 64-bit
+#: words a diff reads whole: the addresses (words 0-3), the ports and family
+#: (word 4, where state and timer are masked out) and ``netns`` (word 5), the
+#: network namespace that holds the socket (0 for rows of one namespace whose
+#: source did not name it: a key is per namespace). The layout is 72 bytes
+#: with no padding (copies keep every byte defined); the compiled modules use
+#: the same C struct (``tcpfast/row.pxd``, checked at import). ``timer`` is the
+#: kernel's ``tr`` column (which timer is pending).
 CONNECTION_DTYPE = np.dtype(
     [
         ("local_addr", np.uint8, (16,)),
@@ -20,6 +23,7 @@ CONNECTION_DTYPE = np.dtype(
         ("family", np.uint8),
         ("state", np.uint8),
         ("timer", np.uint16),
+        ("netns", np.uint64),
         ("tx_queue", np.uint32),
         ("rx_queue", np.uint32),
         ("uid", np.uint32),
@@ -28,6 +32,21 @@ CONNECTION_DTYPE = np.dtype(
     ],
     align=True,
 )
+
+
+def check_rows(rows: object, name: str, *, writable: bool = False) -> None:
+    """Raise unless ``rows`` is a 1-d, C-contiguous array of CONNECTION_DTYPE (and
+    writable, when asked): what the compiled modules check before touching memory,
+    so that both implementations refuse the same inputs with the same words."""
+    dtype = getattr(rows, "dtype", None)
+    if not isinstance(rows, np.ndarray) or dtype != CONNECTION_DTYPE:
+        raise TypeError(f"{name} must be a numpy array of CONNECTION_DTYPE, not "
+                        f"{dtype if dtype is not None else type(rows).__name__}")
+    if rows.ndim != 1 or not rows.flags.c_contiguous:
+        raise ValueError(f"{name} must be a 1-d C-contiguous array of rows")
+    if writable and not rows.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+
 
 #: Each field's byte offset in a row.
 FIELD_OFFSETS: dict[str, int] = {name: spec[1] for name, spec in (CONNECTION_DTYPE.fields or {}).items()}

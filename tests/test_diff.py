@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from tcpfast import CONNECTION_DTYPE, closed_connections, new_connections
 from tcpfast.diff import keys
-from tcpfast.diff.keys import KEY_MASK, row_words
 
 try:
     from tcpfast.diff import _keys
@@ -20,10 +19,11 @@ if _keys is not None:
 
 
 def rows_of(specs) -> np.ndarray:
-    """(family, local_byte, local_port, remote_byte, remote_port, state, inode) -> rows."""
+    """(family, local_byte, local_port, remote_byte, remote_port, state, inode[, netns]) -> rows."""
     rows = np.zeros(len(specs), dtype=CONNECTION_DTYPE)
-    for row, (family, local, lport, remote, rport, state, inode) in zip(rows, specs):
+    for row, (family, local, lport, remote, rport, state, inode, *netns) in zip(rows, specs):
         row["family"], row["local_port"], row["remote_port"] = family, lport, rport
+        row["netns"] = netns[0] if netns else 0
         row["local_addr"][0 if family == 4 else 15] = local
         row["remote_addr"][0 if family == 4 else 15] = remote
         row["state"], row["inode"] = state, inode
@@ -33,7 +33,7 @@ def rows_of(specs) -> np.ndarray:
 def key(row) -> bytes:
     return bytes(row["local_addr"]) + bytes(row["remote_addr"]) + bytes(
         [row["family"]]) + int(row["local_port"]).to_bytes(2, "big") + int(
-        row["remote_port"]).to_bytes(2, "big")
+        row["remote_port"]).to_bytes(2, "big") + int(row["netns"]).to_bytes(8, "big")
 
 
 def same(a, b) -> bool:
@@ -41,11 +41,14 @@ def same(a, b) -> bool:
 
 
 def assert_match_is_right(index, needles, haystack):
-    """Every index names a haystack row that is the same connection; -1 only where none is."""
+    """Every index names a haystack row that is the same connection, one with the very
+    same inode where there is one; -1 only where none is."""
     assert index.dtype == np.int64 and len(index) == len(needles)
     for needle, at in zip(needles, index.tolist()):
         if at >= 0:
             assert same(needle, haystack[at])
+            if any(key(h) == key(needle) and h["inode"] == needle["inode"] for h in haystack):
+                assert haystack[at]["inode"] == needle["inode"]
         else:
             assert not any(same(needle, h) for h in haystack)
 
@@ -68,7 +71,7 @@ def model_unique(rows):
 # A small pool of values so that keys and inodes collide often.
 spec = st.tuples(st.sampled_from([4, 6]), st.integers(1, 2), st.integers(1, 3),
                  st.integers(1, 2), st.sampled_from([80, 443]), st.sampled_from([1, 6, 10]),
-                 st.sampled_from([0, 0, 7, 8, 9]))
+                 st.sampled_from([0, 0, 7, 8, 9]), st.sampled_from([0, 0, 0, 4026531840]))
 snapshots = st.lists(spec, max_size=25).map(rows_of)
 
 
@@ -92,21 +95,55 @@ def test_unique_matches_the_model(rows):
 @given(previous=snapshots, current=snapshots)
 def test_each_implementation_matches_the_model(name, previous, current):
     match, duplicates = IMPLEMENTATIONS[name]
-    index = match(row_words(current), row_words(previous), KEY_MASK)
+    index = match(current, previous)
     assert_match_is_right(index, current, previous)
     assert [r.tobytes() for r in current[index < 0]] == model_new(previous, current)
-    drop = duplicates(row_words(current), KEY_MASK)
+    drop = duplicates(current)
     assert [r.tobytes() for r in current[~drop]] == model_unique(current)
+
+
+# Many rows with one key, or a few: every connection to one listener has the
+# same local end (directions() matches those against the listeners).
+crowded = st.lists(st.tuples(st.just(4), st.just(1), st.sampled_from([80, 80, 80, 81]),
+                             st.just(1), st.just(443), st.sampled_from([1, 6, 10]),
+                             st.sampled_from([0, 7, 7, 8, 9])), max_size=300).map(rows_of)
+
+
+@pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
+@settings(max_examples=60, deadline=None)
+@given(previous=crowded, current=crowded)
+def test_identical_keys_match_the_model(name, previous, current):
+    match, duplicates = IMPLEMENTATIONS[name]
+    for needles, haystack in ((current, previous), (previous, current)):
+        assert_match_is_right(match(needles, haystack), needles, haystack)
+    assert [r.tobytes() for r in current[~duplicates(current)]] == model_unique(current)
+
+
+@pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
+def test_a_crowd_on_one_key_is_matched_in_full(name):
+    """20,000 rows of one key, several inodes, on both sides: every answer checked."""
+    match, duplicates = IMPLEMENTATIONS[name]
+    rng = np.random.default_rng(3)
+    rows = rows_of([(4, 1, 80, 0, 0, 0x0A, 0)] * 20_000)
+    rows["inode"] = rng.choice([0, 5, 6, 7], len(rows))
+    needles = rows[rng.permutation(len(rows))]
+    needles["inode"][:10] = 99                                  # a socket not in the haystack
+    haystack = rows[:15_000]
+    index = match(needles, haystack)
+    assert (index >= 0).all()
+    assert (haystack["inode"][index[10:]] == needles["inode"][10:]).all()   # the very inode
+    assert (haystack["inode"][index[:10]] == 0).all()           # inode 99: compatible with 0
+    assert duplicates(rows).sum() == len(rows) - 3              # the first of 5, 6 and 7 stay
 
 
 @settings(max_examples=100, deadline=None)
 @given(snapshots, snapshots)
 def test_hash_collisions_never_merge_connections(previous, current):
-    """Every key hashes to the same value: only the word-by-word check separates them."""
+    """Every key hashes to the same value: only the exact check separates them."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(keys, "_key_hash", lambda words, mask: np.zeros(len(words), np.uint64))
-        index = keys.match_numpy(row_words(current), row_words(previous), KEY_MASK)
-        drop = keys.duplicates_numpy(row_words(current), KEY_MASK)
+        patch.setattr(keys, "_hash", lambda columns: np.zeros(len(columns), np.uint64))
+        index = keys.match_numpy(current, previous)
+        drop = keys.duplicates_numpy(current)
     assert_match_is_right(index, current, previous)
     assert [r.tobytes() for r in current[index < 0]] == model_new(previous, current)
     assert [r.tobytes() for r in current[~drop]] == model_unique(current)
@@ -123,6 +160,12 @@ def test_the_semantics_by_example():
     assert new_connections(previous, current)["inode"].tolist() == [9, 7]
     assert closed_connections(previous, current)["inode"].tolist() == [8]
     assert len(new_connections(current, current)) == 0
+
+
+def test_the_same_numbers_in_two_namespaces_are_two_connections():
+    host, pod = (4, 1, 50000, 2, 443, 0x01, 7, 0), (4, 1, 50000, 2, 443, 0x01, 7, 4026532000)
+    assert new_connections(rows_of([host]), rows_of([host, pod]))["netns"].tolist() == [4026532000]
+    assert keys.unique(rows_of([host, pod, host]))[1] == 1
 
 
 def test_listed_twice_is_kept_once_but_reuseport_listeners_stay():
@@ -154,11 +197,12 @@ def test_compiled_and_numpy_agree_at_scale(order):
     current["inode"][rng.random(len(current)) < 0.05] = 4          # reopened
     if order == "shuffled":
         current = current[rng.permutation(len(current))]
-    for a, b in ((current, previous), (previous, current), (current, current[::-1])):
-        compiled = _keys.match(row_words(a), row_words(b), KEY_MASK)
-        numpy_index = keys.match_numpy(row_words(a), row_words(b), KEY_MASK)
+    for a, b in ((current, previous), (previous, current), (current, np.ascontiguousarray(current[::-1]))):
+        compiled = _keys.match(a, b)
+        numpy_index = keys.match_numpy(a, b)
         np.testing.assert_array_equal(compiled >= 0, numpy_index >= 0)
-        found = compiled >= 0                   # the same key, compatible inodes
-        np.testing.assert_array_equal(row_words(a)[found, :4], row_words(b)[compiled[found], :4])
-        np.testing.assert_array_equal(_keys.duplicates(row_words(a), KEY_MASK),
-                                      keys.duplicates_numpy(row_words(a), KEY_MASK))
+        found = compiled >= 0                   # the same key and inode as numpy's choice
+        np.testing.assert_array_equal(keys.key_words(b[compiled[found]]),
+                                      keys.key_words(b[numpy_index[found]]))
+        np.testing.assert_array_equal(b["inode"][compiled[found]], b["inode"][numpy_index[found]])
+        np.testing.assert_array_equal(_keys.duplicates(a), keys.duplicates_numpy(a))

@@ -9,49 +9,7 @@ decoders must agree on every input, valid or not (the tests compare them).
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-import numpy as np
-
-cdef extern from *:
-    """
-    #include <stddef.h>
-    #include <stdint.h>
-    /* Must match tcpfast.schema.CONNECTION_DTYPE (checked by row_layout()). */
-    typedef struct {
-        uint8_t local_addr[16];
-        uint8_t remote_addr[16];
-        uint16_t local_port;
-        uint16_t remote_port;
-        uint8_t family;
-        uint8_t state;
-        uint16_t timer;
-        uint32_t tx_queue;
-        uint32_t rx_queue;
-        uint32_t uid;
-        uint32_t retransmits;
-        uint64_t inode;
-    } tcpfast_nl_row;
-    static const size_t tcpfast_nl_offsets[12] = {
-        offsetof(tcpfast_nl_row, local_addr), offsetof(tcpfast_nl_row, remote_addr),
-        offsetof(tcpfast_nl_row, local_port), offsetof(tcpfast_nl_row, remote_port),
-        offsetof(tcpfast_nl_row, family), offsetof(tcpfast_nl_row, state),
-        offsetof(tcpfast_nl_row, timer), offsetof(tcpfast_nl_row, tx_queue),
-        offsetof(tcpfast_nl_row, rx_queue), offsetof(tcpfast_nl_row, uid),
-        offsetof(tcpfast_nl_row, retransmits), offsetof(tcpfast_nl_row, inode)};
-    """
-    ctypedef struct tcpfast_nl_row:
-        uint8_t local_addr[16]
-        uint8_t remote_addr[16]
-        uint16_t local_port
-        uint16_t remote_port
-        uint8_t family
-        uint8_t state
-        uint16_t timer
-        uint32_t tx_queue
-        uint32_t rx_queue
-        uint32_t uid
-        uint32_t retransmits
-        uint64_t inode
-    const size_t tcpfast_nl_offsets[12]
+from tcpfast.row cimport Row, row_layout_of, row_pointer
 
 cdef enum:
     HEADER_BYTES = 16
@@ -67,13 +25,10 @@ cdef enum:
     STATUS_DONE = 1
     STATUS_INTERRUPTED = 2
 
-_FIELDS = ("local_addr", "remote_addr", "local_port", "remote_port", "family",
-           "state", "timer", "tx_queue", "rx_queue", "uid", "retransmits", "inode")
-
 
 def row_layout():
     """(itemsize, {field: offset}) of the C row, to check against CONNECTION_DTYPE."""
-    return sizeof(tcpfast_nl_row), {name: tcpfast_nl_offsets[i] for i, name in enumerate(_FIELDS)}
+    return row_layout_of()
 
 
 cdef inline uint32_t _u32(const uint8_t* p) noexcept nogil:
@@ -88,7 +43,7 @@ cdef inline uint16_t _u16(const uint8_t* p) noexcept nogil:
     return value
 
 
-cdef inline void _decode_row(const uint8_t* m, tcpfast_nl_row* row) noexcept nogil:
+cdef inline void _decode_row(const uint8_t* m, Row* row) noexcept nogil:
     """One inet_diag_msg (checked: 72 bytes, family and state valid) to a row."""
     row.family = 4 if m[0] == AF_INET else 6
     row.state = m[1]
@@ -108,13 +63,14 @@ cdef inline void _decode_row(const uint8_t* m, tcpfast_nl_row* row) noexcept nog
     row.tx_queue = 0 if m[1] == TCP_LISTEN else _u32(m + 60)
     row.uid = _u32(m + 64)
     row.inode = _u32(m + 68)
+    row.netns = 0
 
 
 def decode_into(const uint8_t[::1] data, object out, Py_ssize_t start, uint32_t seq,
                 uint16_t msg_type):
     """Decode the messages in `data` into `out[start:]`; see netlink_pure.decode_into."""
     cdef Py_ssize_t length = data.shape[0]
-    cdef Py_ssize_t capacity = out.shape[0]
+    cdef Py_ssize_t capacity
     cdef Py_ssize_t n = start, pos = 0, malformed = 0, step
     cdef int status = 0
     cdef int64_t error = 0
@@ -124,16 +80,14 @@ def decode_into(const uint8_t[::1] data, object out, Py_ssize_t start, uint32_t 
     cdef const uint8_t* base
     cdef const uint8_t* h
     cdef const uint8_t* m
-    cdef tcpfast_nl_row* rows = NULL
-    cdef uint8_t[::1] out_bytes
+    cdef Row* rows
 
+    rows = row_pointer(out, True, "out")
+    capacity = out.shape[0]
     if not 0 <= start <= capacity:
         raise ValueError(f"start {start} is outside out (0..{capacity})")
     if length == 0:
         return start, 0, 0, 0, 0
-    out_bytes = out.view(np.uint8)
-    if capacity > 0:
-        rows = <tcpfast_nl_row*>&out_bytes[0]
     base = &data[0]
     with nogil:
         while pos < length:

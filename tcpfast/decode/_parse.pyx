@@ -2,34 +2,19 @@
 """Compiled parser of /proc/net/tcp and /proc/net/tcp6 text into connection rows.
 
 It parses and nothing else: no I/O, no state kept between calls. The grammar it
-accepts is the one written out in ``tcpfast/pureparse.py``; both parsers must
+accepts is the one written out in ``tcpfast/decode/pureparse.py``; both parsers must
 agree on every input, valid or not (the tests compare them).
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, memset
 
-import numpy as np
+from tcpfast.row cimport Row, row_layout_of, row_pointer
 
 cdef extern from *:
     """
     #include <stddef.h>
     #include <stdint.h>
-    /* Must match tcpfast.schema.CONNECTION_DTYPE (checked by row_layout()). */
-    typedef struct {
-        uint8_t local_addr[16];
-        uint8_t remote_addr[16];
-        uint16_t local_port;
-        uint16_t remote_port;
-        uint8_t family;
-        uint8_t state;
-        uint16_t timer;
-        uint32_t tx_queue;
-        uint32_t rx_queue;
-        uint32_t uid;
-        uint32_t retransmits;
-        uint64_t inode;
-    } tcpfast_row;
     /* Two hex digits c0 c1, at index c0 | c1 << 8, to their value; 0xFFFF when
        either is not a hex digit. Filled once at import. */
     static uint16_t tcpfast_hex_pairs[65536];
@@ -84,28 +69,7 @@ cdef extern from *:
         *value = __builtin_bswap32((uint32_t)(quads | (quads >> 16)));
         return 1;
     }
-    static const size_t tcpfast_offsets[12] = {
-        offsetof(tcpfast_row, local_addr), offsetof(tcpfast_row, remote_addr),
-        offsetof(tcpfast_row, local_port), offsetof(tcpfast_row, remote_port),
-        offsetof(tcpfast_row, family), offsetof(tcpfast_row, state),
-        offsetof(tcpfast_row, timer), offsetof(tcpfast_row, tx_queue),
-        offsetof(tcpfast_row, rx_queue), offsetof(tcpfast_row, uid),
-        offsetof(tcpfast_row, retransmits), offsetof(tcpfast_row, inode)};
     """
-    ctypedef struct tcpfast_row:
-        uint8_t local_addr[16]
-        uint8_t remote_addr[16]
-        uint16_t local_port
-        uint16_t remote_port
-        uint8_t family
-        uint8_t state
-        uint16_t timer
-        uint32_t tx_queue
-        uint32_t rx_queue
-        uint32_t uid
-        uint32_t retransmits
-        uint64_t inode
-    const size_t tcpfast_offsets[12]
     bint tcpfast_hex8(const uint8_t* s, uint32_t* value) nogil
     bint tcpfast_hex8_swar(const uint8_t* s, uint32_t* value) nogil
     bint tcpfast_hex2(const uint8_t* s, uint32_t* value) nogil
@@ -136,13 +100,10 @@ cdef void _fill_tables() noexcept:
 _fill_tables()
 tcpfast_fill_hex_pairs(HEX)
 
-_FIELDS = ("local_addr", "remote_addr", "local_port", "remote_port", "family",
-           "state", "timer", "tx_queue", "rx_queue", "uid", "retransmits", "inode")
-
 
 def row_layout():
     """(itemsize, {field: offset}) of the C row, to check against CONNECTION_DTYPE."""
-    return sizeof(tcpfast_row), {name: tcpfast_offsets[i] for i, name in enumerate(_FIELDS)}
+    return row_layout_of()
 
 
 cdef inline bint _spaces(const uint8_t** p, const uint8_t* e) noexcept nogil:
@@ -263,7 +224,7 @@ cdef inline bint _line_ends(const uint8_t* p, const uint8_t* e) noexcept nogil:
 
 
 cdef inline bint _canonical(const uint8_t** p, const uint8_t* e, int words,
-                            tcpfast_row* row) noexcept nogil:
+                            Row* row) noexcept nogil:
     """LOCAL:PORT .. RETR in the kernel's own layout (one space between fields,
     ``%08X`` widths), checked and decoded at fixed offsets: the usual case,
     without the general path's field-by-field scanning. False when the line
@@ -311,7 +272,7 @@ cdef inline bint _canonical(const uint8_t** p, const uint8_t* e, int words,
 
 
 cdef inline bint _fields(const uint8_t** p, const uint8_t* e, int words,
-                         tcpfast_row* row) noexcept nogil:
+                         Row* row) noexcept nogil:
     """Everything after ``sl:``; writes every field of row (there is no padding)."""
     cdef uint32_t v32
     cdef uint64_t v64
@@ -343,7 +304,7 @@ cdef inline bint _fields(const uint8_t** p, const uint8_t* e, int words,
     return _numbers(p, e, row)
 
 
-cdef inline bint _numbers(const uint8_t** p, const uint8_t* e, tcpfast_row* row) noexcept nogil:
+cdef inline bint _numbers(const uint8_t** p, const uint8_t* e, Row* row) noexcept nogil:
     """UID TIMEOUT INODE, and the end of the fields we read."""
     cdef uint64_t v64
     if not _spaces(p, e) or not _dec_var(p, e, 10, &v64) or v64 > 0xFFFFFFFFULL:   # uid
@@ -362,7 +323,7 @@ cdef inline bint _numbers(const uint8_t** p, const uint8_t* e, tcpfast_row* row)
 
 
 cdef int _parse_line(const uint8_t** start, const uint8_t* e, int words,
-                     tcpfast_row* row) noexcept nogil:
+                     Row* row) noexcept nogil:
     """Parse the line at *start, which ends at a newline or at e.
 
     1: row was written; 0: a blank or header line; -1: malformed. *start is
@@ -385,6 +346,7 @@ cdef int _parse_line(const uint8_t** start, const uint8_t* e, int words,
             p += 1
         if p != digits and _colon(&p, e) and _fields(&p, e, words, row):
             row.family = 4 if words == 1 else 6
+            row.netns = 0
             result = 1
     start[0] = p
     return result
@@ -395,16 +357,15 @@ def parse_into(const uint8_t[::1] data, int family, object out, Py_ssize_t start
     """Parse the lines of `data` into `out[start:]`; see pureparse.parse_into."""
     cdef int words
     cdef Py_ssize_t length = data.shape[0]
-    cdef Py_ssize_t capacity = out.shape[0]
+    cdef Py_ssize_t capacity
     cdef Py_ssize_t n = start, malformed = 0
     cdef const uint8_t* base
     cdef const uint8_t* p
     cdef const uint8_t* q
     cdef const uint8_t* end
     cdef const uint8_t* newline
-    cdef tcpfast_row* rows = NULL
-    cdef tcpfast_row spare                        # parses the row that finds out full
-    cdef uint8_t[::1] out_bytes
+    cdef Row* rows
+    cdef Row spare                        # parses the row that finds out full
     cdef int result
 
     if family == 4:
@@ -413,13 +374,12 @@ def parse_into(const uint8_t[::1] data, int family, object out, Py_ssize_t start
         words = 4
     else:
         raise ValueError(f"family must be 4 or 6, not {family!r}")
+    rows = row_pointer(out, True, "out")
+    capacity = out.shape[0]
     if not 0 <= start <= capacity:
         raise ValueError(f"start {start} is outside out (0..{capacity})")
     if length == 0:
         return start, 0, 0
-    out_bytes = out.view(np.uint8)
-    if capacity > 0:
-        rows = <tcpfast_row*>&out_bytes[0]
     base = &data[0]
     end = base + length
     if not final:                                 # a partial last line waits for more data

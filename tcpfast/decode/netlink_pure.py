@@ -36,6 +36,8 @@ import struct
 
 import numpy as np
 
+from ..schema import check_rows
+
 NLMSG_HEADER = struct.Struct("=IHHII")
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 NLM_F_DUMP_INTR = 0x10
@@ -77,6 +79,7 @@ def _rows_from(data: bytes | memoryview, payloads: list[int], out: np.ndarray, s
     rows["tx_queue"] = np.where(msg[:, 1] == TCP_LISTEN, 0, words[:, 15])
     rows["uid"] = words[:, 16]
     rows["inode"] = words[:, 17]
+    rows["netns"] = 0
 
 
 def decode_into(data: bytes | bytearray | memoryview, out: np.ndarray, start: int, seq: int,
@@ -89,6 +92,7 @@ def decode_into(data: bytes | bytearray | memoryview, out: np.ndarray, start: in
     the dump ended); ``status`` has the STATUS_* bits; ``error`` is the errno
     of an NLMSG_ERROR reply, else 0.
     """
+    check_rows(out, "out", writable=True)
     if not 0 <= start <= len(out):
         raise ValueError(f"start {start} is outside out (0..{len(out)})")
     view = memoryview(data).cast("B")

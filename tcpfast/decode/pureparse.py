@@ -32,6 +32,8 @@ from operator import itemgetter
 
 import numpy as np
 
+from ..schema import check_rows
+
 _HEX = rb"[0-9A-Fa-f]"
 _SEP = rb" +"
 _U32_MAX = 2**32 - 1
@@ -207,6 +209,7 @@ def parse_into(data: bytes | memoryview, family: int, out: np.ndarray, start: in
     ``out`` filled up (the next row's line is left for the next call);
     ``malformed`` lines among them were skipped.
     """
+    check_rows(out, "out", writable=True)
     if family not in (4, 6):
         raise ValueError(f"family must be 4 or 6, not {family!r}")
     capacity = out.shape[0]
@@ -236,6 +239,7 @@ def parse_into(data: bytes | memoryview, family: int, out: np.ndarray, start: in
             _decode_other(list(compress(fields, ~canonical)), family, part)
             rows[~canonical] = part
         rows["family"] = family
+        rows["netns"] = 0
         rows["uid"] = uids
         rows["inode"] = inodes
     unmatched = lines - len(matches)

@@ -1,222 +1,406 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-"""Compiled set operations on connection keys: one hash-table pass, no sorting.
+"""Compiled set operations on connection keys, linear in the number of rows for every input.
 
-Rows come in as their (n, 8) uint64 word view (see keys.py): words 0-3 are the
-addresses, word 4 masked by ``key_mask`` holds ports and family, word 7 is the
-inode. Same semantics as the numpy implementation in keys.py, which the tests
-compare with this one: two rows are the same connection when their keys are
-equal word for word and their inodes are equal or one of them is 0. A hash
-only picks where to look; keys are always compared in full. No state is kept.
+Same semantics as the numpy implementation in keys.py, which the tests compare
+with this one: two rows are the same connection when their keys (addresses,
+ports, family, namespace: ``tcpfast/row.pxd``) are equal and their inodes are
+equal or one of them is 0. Among the rows that are the same connection, a row
+with the very same inode is preferred.
+
+Identical keys are normal input (every connection to one listener has the
+same local end; reuseport listeners share a key), so a key is stored once,
+however many rows carry it, and what a lookup needs of its rows is kept
+beside it: the first row, the first with inode 0, the first with an inode,
+and whether its rows hold several inodes (then a second table of (key, inode)
+pairs, each stored once, answers). No chain ever holds two equal entries, and
+the hash is seeded at import from os.urandom, so no input can be made in
+advance to collide: every lookup costs O(1) expected, whatever the input.
+A hash only picks where to look; keys are always compared in full. No state
+is kept between calls.
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy
+
+from tcpfast.row cimport INODE_WORD, NETNS_WORD, PORTS_WORD, ROW_WORDS, Row, row_layout_of, row_pointer
+
+import os
 
 import numpy as np
 
 cdef enum:
-    INODE = 7
-    AHEAD = 16               # rows hashed ahead, their slots prefetched: hides memory latency
-    LOOK_AHEAD = 8           # how far phase 1 looks for a row that moved
+    LOOK_AHEAD = 8           # how far the walk looks for a row that moved
+    WALK_GIVE_UP = 64        # steps without a match after which the walk stops
+
+cdef Py_ssize_t MAX_ROWS = 0x7FFFFFFE    # indexes are stored + 1 in 31 bits
+
+cdef uint64_t PORTS_MASK     # ports and family of word 4: state and timer left out
+memcpy(&PORTS_MASK, b"\xff\xff\xff\xff\xff\x00\x00\x00", 8)
+
+cdef uint64_t SEED[10]
+
+
+cdef void _seed(bytes random) noexcept:
+    memcpy(SEED, <const char*>random, sizeof(SEED))
+    for i in range(10):
+        SEED[i] |= 1         # odd multipliers
+
+
+_seed(os.urandom(sizeof(SEED)))
+
+
+def row_layout():
+    """(itemsize, {field: offset}) of the C row, to check against CONNECTION_DTYPE."""
+    return row_layout_of()
+
+
+cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
+    h ^= h >> 32
+    h *= 0xD6E8FEB86659FD93ULL
+    return h ^ (h >> 29)
+
+
+cdef inline uint64_t _key_hash(const uint64_t* w) noexcept nogil:
+    return _mix(w[0] * SEED[0] + w[1] * SEED[1] + w[2] * SEED[2] + w[3] * SEED[3]
+                + (w[PORTS_WORD] & PORTS_MASK) * SEED[4] + w[NETNS_WORD] * SEED[5])
+
+
+cdef inline uint64_t _pair_hash(uint32_t entry, uint64_t inode) noexcept nogil:
+    return _mix((entry + SEED[6]) * SEED[7] + inode * SEED[8])
+
+
+cdef inline bint _same_key(const uint64_t* a, const uint64_t* b) noexcept nogil:
+    return (a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[3] == b[3]
+            and ((a[PORTS_WORD] ^ b[PORTS_WORD]) & PORTS_MASK) == 0
+            and a[NETNS_WORD] == b[NETNS_WORD])
+
+
+cdef inline const uint64_t* _words(const uint64_t* rows, Py_ssize_t i) noexcept nogil:
+    return rows + ROW_WORDS * i
+
 
 cdef extern from *:
     void __builtin_prefetch(const void* address) nogil
 
+cdef enum:
+    AHEAD = 16               # rows hashed ahead, their slots prefetched: hides memory latency
 
-cdef inline uint64_t _hash(const uint64_t* row, uint64_t key_mask) noexcept nogil:
-    cdef uint64_t h = (row[0] * 0x9E3779B97F4A7C15ULL) ^ (row[1] * 0xC2B2AE3D27D4EB4FULL)
-    h ^= (row[2] * 0x165667B19E3779F9ULL) ^ (row[3] * 0xD6E8FEB86659FD93ULL)
-    h ^= (row[4] & key_mask) * 0xFF51AFD7ED558CCDULL
-    h ^= h >> 32
-    h *= 0x9E3779B97F4A7C15ULL
-    return h ^ (h >> 29)
+cdef uint32_t SEVERAL = 0x80000000U      # in Slot.exact: the key's rows hold several inodes
 
 
-cdef inline bint _same_key(const uint64_t* a, const uint64_t* b, uint64_t key_mask) noexcept nogil:
-    return (a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[3] == b[3]
-            and ((a[4] ^ b[4]) & key_mask) == 0)
-
-
-cdef inline bint _compatible(uint64_t a, uint64_t b) noexcept nogil:
-    return a == b or a == 0 or b == 0
-
-
+# One distinct key of the rows a KeyTable holds, and what lookups need of its rows.
 cdef struct Slot:
-    uint32_t index           # row index + 1; 0 is empty
-    uint32_t tag             # low hash bits of that row: most misses end here
+    uint32_t tag             # low bits of its hash: most mismatches end here
+    uint32_t first           # its first row, + 1; 0: the slot is empty
+    uint32_t zero            # its first row with inode 0, + 1; 0: none
+    uint32_t exact           # its first row with an inode, + 1 (0: none); | SEVERAL
 
 
-cdef struct Table:
+# A (key, inode) pair of a key with several inodes: its first row.
+cdef struct Pair:
+    uint32_t tag
+    uint32_t row             # + 1; 0: empty
+
+
+cdef struct KeyTable:
+    const uint64_t* rows
     Slot* slots
     uint64_t mask
     int shift
+    uint32_t* slot_of        # per row put in: its key's slot (for the pair pass)
+    bint several             # some key holds several inodes
+    Pair* pairs              # with several: the (key, inode) pairs of such keys
+    uint64_t pair_mask
+    int pair_shift
 
 
-cdef int _build(Table* table, const uint64_t* rows, const uint32_t* subset, Py_ssize_t n,
-                uint64_t key_mask) noexcept nogil:
-    """Rows (all, or those listed in subset) into an open-addressing table at most
-    half full, each slot holding its row's index + 1; -1 if out of memory."""
+cdef int _size(Py_ssize_t count, uint64_t* mask, int* shift) noexcept nogil:
+    """Slots for ``count`` items, at most half full: a power of two (its bits)."""
     cdef uint64_t size = 16
     cdef int bits = 4
-    cdef Py_ssize_t i
-    cdef uint64_t h, slot
-    cdef uint64_t ahead[AHEAD]
-    while size < <uint64_t>(2 * n):
+    while size < <uint64_t>(2 * count):
         size <<= 1
         bits += 1
-    table.slots = <Slot*>calloc(size, sizeof(Slot))
-    if table.slots == NULL:
+    mask[0] = size - 1
+    shift[0] = 64 - bits
+    return bits
+
+
+cdef void _release(KeyTable* table) noexcept nogil:
+    free(table.slots)
+    free(table.slot_of)
+    free(table.pairs)
+    table.slots = NULL
+    table.slot_of = NULL
+    table.pairs = NULL
+
+
+cdef inline Slot* _find_key(const KeyTable* table, const uint64_t* row, uint64_t h) noexcept nogil:
+    """The slot of ``row``'s key (hash ``h``), or the empty slot where it would go."""
+    cdef uint64_t at = h >> table.shift
+    cdef Slot* slot = &table.slots[at]
+    while slot.first:
+        if slot.tag == <uint32_t>h and _same_key(_words(table.rows, slot.first - 1), row):
+            return slot
+        at = (at + 1) & table.mask
+        slot = &table.slots[at]
+    return slot
+
+
+cdef inline Pair* _find_pair(const KeyTable* table, uint32_t key, uint64_t inode,
+                             uint64_t h) noexcept nogil:
+    """The pair (``key``'s slot, ``inode``; hash ``h``), or the empty slot where it would go."""
+    cdef uint64_t at = h >> table.pair_shift
+    cdef Pair* pair = &table.pairs[at]
+    while pair.row:
+        if (pair.tag == <uint32_t>h and table.slot_of[pair.row - 1] == key
+                and _words(table.rows, pair.row - 1)[INODE_WORD] == inode):
+            return pair
+        at = (at + 1) & table.pair_mask
+        pair = &table.pairs[at]
+    return pair
+
+
+cdef inline void _put(KeyTable* table, Py_ssize_t i, uint64_t h) noexcept nogil:
+    """Row ``i`` (hash ``h``) into its key's slot."""
+    cdef const uint64_t* row = _words(table.rows, i)
+    cdef Slot* slot = _find_key(table, row, h)
+    cdef uint64_t inode = row[INODE_WORD]
+    if not slot.first:
+        slot.tag = <uint32_t>h
+        slot.first = <uint32_t>(i + 1)
+    table.slot_of[i] = <uint32_t>(slot - table.slots)
+    if inode == 0:
+        if not slot.zero:
+            slot.zero = <uint32_t>(i + 1)
+    elif not slot.exact:
+        slot.exact = <uint32_t>(i + 1)
+    elif (not slot.exact & SEVERAL
+          and _words(table.rows, (slot.exact & ~SEVERAL) - 1)[INODE_WORD] != inode):
+        slot.exact |= SEVERAL
+        table.several = True
+
+
+cdef int _build(KeyTable* table, const uint64_t* rows, Py_ssize_t n, const uint8_t* chosen,
+                bint with_pairs) noexcept nogil:
+    """The keys of rows 0..n-1 (those ``chosen`` marks, if given), in order, and
+    ``with_pairs`` the (key, inode) pairs of keys with several; -1: no memory."""
+    cdef Py_ssize_t i, k
+    cdef uint64_t ahead[AHEAD]
+    cdef Pair* pair
+    cdef uint32_t key
+    cdef uint64_t inode, h
+    cdef Py_ssize_t count = n
+    table.rows = rows
+    table.several = False
+    table.pairs = NULL
+    if chosen != NULL:                            # tables sized to what goes in: pages
+        count = 0                                 # never touched are never faulted in
+        for i in range(n):
+            count += chosen[i]
+    _size(count, &table.mask, &table.shift)
+    table.slots = <Slot*>calloc(table.mask + 1, sizeof(Slot))
+    table.slot_of = <uint32_t*>malloc((n if n else 1) * sizeof(uint32_t))
+    if table.slots == NULL or table.slot_of == NULL:
         return -1
-    table.mask = size - 1
-    table.shift = 64 - bits
-    for i in range(n + AHEAD):
-        if i >= AHEAD:                            # insert the row hashed AHEAD rows ago
-            h = ahead[i % AHEAD]
-            slot = h >> table.shift
-            while table.slots[slot].index:
-                slot = (slot + 1) & table.mask
-            table.slots[slot].index = (subset[i - AHEAD] if subset else <uint32_t>(i - AHEAD)) + 1
-            table.slots[slot].tag = <uint32_t>h
-        if i < n:                                 # then hash this one, fetch its slot
-            h = _hash(rows + 8 * (subset[i] if subset else i), key_mask)
-            __builtin_prefetch(&table.slots[h >> table.shift])
-            ahead[i % AHEAD] = h
+    for k in range(n + AHEAD):
+        i = k - AHEAD                             # put the row hashed AHEAD rows ago
+        if i >= 0 and (chosen == NULL or chosen[i]):
+            _put(table, i, ahead[i % AHEAD])
+        if k < n and (chosen == NULL or chosen[k]):   # then hash this one, fetch its slot
+            ahead[k % AHEAD] = _key_hash(_words(rows, k))
+            __builtin_prefetch(&table.slots[ahead[k % AHEAD] >> table.shift])
+    if not (table.several and with_pairs):
+        return 0
+    _size(count, &table.pair_mask, &table.pair_shift)
+    table.pairs = <Pair*>calloc(table.pair_mask + 1, sizeof(Pair))
+    if table.pairs == NULL:
+        return -1
+    for i in range(n):
+        if chosen != NULL and not chosen[i]:
+            continue
+        key = table.slot_of[i]
+        inode = _words(rows, i)[INODE_WORD]
+        if inode and table.slots[key].exact & SEVERAL:
+            h = _pair_hash(key, inode)
+            pair = _find_pair(table, key, inode, h)
+            if not pair.row:
+                pair.tag = <uint32_t>h
+                pair.row = <uint32_t>(i + 1)
     return 0
 
 
-cdef void _release(Table* table) noexcept nogil:
-    free(table.slots)
+cdef inline int64_t _lookup(const KeyTable* table, const uint64_t* needle, uint64_t h) noexcept nogil:
+    """A row of the table that is the same connection as ``needle`` (hash ``h``): the
+    first with its very inode if any, else the first compatible one; or -1."""
+    cdef const Slot* slot = _find_key(table, needle, h)
+    cdef uint64_t inode = needle[INODE_WORD]
+    cdef const Pair* pair
+    if not slot.first:
+        return -1
+    if inode == 0:
+        return (slot.zero if slot.zero else slot.first) - 1
+    if slot.exact & SEVERAL:
+        pair = _find_pair(table, <uint32_t>(slot - table.slots), inode,
+                          _pair_hash(<uint32_t>(slot - table.slots), inode))
+        if pair.row:
+            return pair.row - 1
+    elif slot.exact and _words(table.rows, slot.exact - 1)[INODE_WORD] == inode:
+        return slot.exact - 1
+    return <int64_t>slot.zero - 1
 
 
-def _words(object words):
-    """The (n, 8) uint64 C-contiguous view, checked."""
-    if words.ndim != 2 or words.shape[1] != 8 or words.dtype != np.uint64:
-        raise TypeError("expected an (n, 8) uint64 array of row words")
-    if words.shape[0] >= 0xFFFFFFFF:
-        raise ValueError("too many rows")
-    return np.ascontiguousarray(words)
+cdef void _look_up_all(const KeyTable* table, const uint64_t* needles, Py_ssize_t n,
+                       int64_t* match) noexcept nogil:
+    """match[i] for every needle whose match[i] is still -1, hashes computed ahead."""
+    cdef Py_ssize_t i, k
+    cdef uint64_t ahead[AHEAD]
+    for k in range(n + AHEAD):
+        i = k - AHEAD
+        if i >= 0 and match[i] < 0:
+            match[i] = _lookup(table, _words(needles, i), ahead[i % AHEAD])
+        if k < n and match[k] < 0:
+            ahead[k % AHEAD] = _key_hash(_words(needles, k))
+            __builtin_prefetch(&table.slots[ahead[k % AHEAD] >> table.shift])
 
 
-cdef inline bint _same(const uint64_t* a, const uint64_t* b, uint64_t key_mask) noexcept nogil:
-    return _same_key(a, b, key_mask) and _compatible(a[INODE], b[INODE])
+cdef void _mark_known(const KeyTable* table, const uint64_t* rows, Py_ssize_t n,
+                      uint8_t* known) noexcept nogil:
+    """known[i]: row i's key is in the table (hashes computed ahead)."""
+    cdef Py_ssize_t i, k
+    cdef uint64_t ahead[AHEAD]
+    for k in range(n + AHEAD):
+        i = k - AHEAD
+        if i >= 0:
+            known[i] = _find_key(table, _words(rows, i), ahead[i % AHEAD]).first != 0
+        if k < n:
+            ahead[k % AHEAD] = _key_hash(_words(rows, k))
+            __builtin_prefetch(&table.slots[ahead[k % AHEAD] >> table.shift])
 
 
 cdef Py_ssize_t _walk(const uint64_t* needles, Py_ssize_t n, const uint64_t* haystack,
-                      Py_ssize_t m, uint64_t key_mask, int64_t* match) noexcept nogil:
-    """Phase 1: match rows that stand in the same order in both, as the kernel
-    lists sockets that live across polls; returns how many needles it matched."""
-    cdef Py_ssize_t i = 0, j = 0, k, matches = 0
-    while i < n and j < m:
-        if _same(needles + 8 * i, haystack + 8 * j, key_mask):
+                      Py_ssize_t m, int64_t* match) noexcept nogil:
+    """Match rows that stand in the same order in both, the same key and inode (as the
+    kernel lists sockets that live across polls); returns how many needles it matched.
+    It stops after WALK_GIVE_UP steps without a match (the inputs are not in order)."""
+    cdef Py_ssize_t i = 0, j = 0, k, matches = 0, misses = 0
+    while i < n and j < m and misses < WALK_GIVE_UP:
+        if _exact(_words(needles, i), _words(haystack, j)):
             match[i] = j
             matches += 1
+            misses = 0
             i += 1
             j += 1
             continue
+        misses += 1
         for k in range(1, LOOK_AHEAD + 1):       # haystack rows gone before this needle?
-            if j + k < m and _same(needles + 8 * i, haystack + 8 * (j + k), key_mask):
+            if j + k < m and _exact(_words(needles, i), _words(haystack, j + k)):
                 j += k
                 break
-            if i + k < n and _same(needles + 8 * (i + k), haystack + 8 * j, key_mask):
+            if i + k < n and _exact(_words(needles, i + k), _words(haystack, j)):
                 i += k                            # needles new before this haystack row?
                 break
         else:
-            i += 1                                # no match near: leave both to phase 2
+            i += 1                                # no match near: leave both to the tables
             j += 1
     return matches
 
 
-def match(object needle_words, object haystack_words, uint64_t key_mask):
-    """For each needle row, the index of a haystack row that is the same
-    connection, or -1.
+cdef inline bint _exact(const uint64_t* a, const uint64_t* b) noexcept nogil:
+    return _same_key(a, b) and a[INODE_WORD] == b[INODE_WORD]
 
-    Phase 1 walks both in order (cheap, streaming); phase 2 puts the needles it
-    left in a hash table and probes it with every haystack row, so the result
-    is exact whatever the order: order only decides how much work is left.
+
+cdef const uint64_t* _rows(object rows, str name, Py_ssize_t* count) except? NULL:
+    """Checked rows as 64-bit words, and how many there are."""
+    cdef Row* first = row_pointer(rows, False, name)
+    count[0] = rows.shape[0]
+    if count[0] > MAX_ROWS:
+        raise ValueError(f"{name}: more than {MAX_ROWS} rows")
+    return <const uint64_t*>first
+
+
+def match(object needles, object haystack):
+    """For each needle row, the index of a haystack row that is the same connection
+    (one with the very same inode when there is one), or -1.
+
+    First a walk of both in order (cheap, streaming: the kernel lists sockets
+    that live across polls in the same order); then the keys of what it left
+    go into a table, on the smaller side: the haystack rows (all of them, or
+    those whose key some unmatched needle has) and each unmatched needle is
+    looked up. Exact whatever the order: order only decides how much work is left.
     """
-    needle_words, haystack_words = _words(needle_words), _words(haystack_words)
-    cdef Py_ssize_t n = needle_words.shape[0], m = haystack_words.shape[0], i, left
-    cdef const uint64_t[:, ::1] needles = needle_words
-    cdef const uint64_t[:, ::1] haystack = haystack_words
+    cdef Py_ssize_t n, m, i, left = 0
+    cdef const uint64_t* needle_rows = _rows(needles, "needles", &n)
+    cdef const uint64_t* haystack_rows = _rows(haystack, "haystack", &m)
     result = np.full(n, -1, dtype=np.int64)
     if n == 0 or m == 0:
         return result
     cdef int64_t[::1] match_at = result
-    cdef Table table
-    cdef const uint64_t* row
-    cdef uint64_t h, slot
-    cdef uint32_t index
-    cdef uint32_t* unmatched = NULL
+    cdef KeyTable wanted, table
+    cdef uint8_t* chosen = NULL
     cdef int status = 0
+    wanted.slots = table.slots = NULL
+    wanted.slot_of = table.slot_of = NULL
+    wanted.pairs = table.pairs = NULL
     with nogil:
-        left = n - _walk(&needles[0, 0], n, &haystack[0, 0], m, key_mask, &match_at[0])
-        if left:
-            unmatched = <uint32_t*>malloc(left * sizeof(uint32_t))
-            status = -1 if unmatched == NULL else 0
-        if left and status == 0:
-            left = 0
-            for i in range(n):
-                if match_at[i] < 0:
-                    unmatched[left] = <uint32_t>i
-                    left += 1
-            status = _build(&table, &needles[0, 0], unmatched, left, key_mask)
+        left = n - _walk(needle_rows, n, haystack_rows, m, &match_at[0])
+        if left and left < m:            # few needles left: only haystack keys they have
+            chosen = <uint8_t*>malloc(n if n > m else m)
+            status = -1 if chosen == NULL else 0
             if status == 0:
-                for i in range(m):
-                    row = &haystack[i, 0]
-                    h = _hash(row, key_mask)
-                    slot = h >> table.shift
-                    index = table.slots[slot].index
-                    while index:
-                        if (table.slots[slot].tag == <uint32_t>h and match_at[index - 1] < 0
-                                and _same(&needles[index - 1, 0], row, key_mask)):
-                            match_at[index - 1] = i
-                        slot = (slot + 1) & table.mask
-                        index = table.slots[slot].index
-            _release(&table)
-        free(unmatched)
+                for i in range(n):
+                    chosen[i] = match_at[i] < 0
+                status = _build(&wanted, needle_rows, n, chosen, False)
+            if status == 0:
+                _mark_known(&wanted, haystack_rows, m, chosen)
+            _release(&wanted)
+        if left and status == 0:
+            status = _build(&table, haystack_rows, m, chosen, True)
+            if status == 0:
+                _look_up_all(&table, needle_rows, n, &match_at[0])
+        _release(&table)
+        free(chosen)
     if status != 0:
         raise MemoryError()
     return result
 
 
-def duplicates(object row_words, uint64_t key_mask):
+def duplicates(object rows):
     """Mask of rows to drop so that each connection is listed once.
 
     A row goes when the same connection is listed earlier with the same inode,
     or it has inode 0 and the connection is also listed with a real one.
     """
-    row_words = _words(row_words)
-    cdef Py_ssize_t n = row_words.shape[0], i
-    cdef const uint64_t[:, ::1] rows = row_words
+    cdef Py_ssize_t n, i
+    cdef const uint64_t* words = _rows(rows, "rows", &n)
     result = np.zeros(n, dtype=bool)
     if n == 0:
         return result
     cdef uint8_t[::1] drop = result.view(np.uint8)
-    cdef Table table
-    cdef const uint64_t* row
-    cdef const uint64_t* other
-    cdef uint64_t h, slot, inode
-    cdef uint32_t index
+    cdef KeyTable table
+    cdef const Slot* key
+    cdef const Pair* pair
+    cdef uint32_t key_slot
+    cdef uint64_t inode
     cdef int status
+    table.slots = NULL
+    table.slot_of = NULL
+    table.pairs = NULL
     with nogil:
-        status = _build(&table, &rows[0, 0], NULL, n, key_mask)
+        status = _build(&table, words, n, NULL, True)
         if status == 0:
             for i in range(n):
-                row = &rows[i, 0]
-                inode = row[INODE]
-                h = _hash(row, key_mask)
-                slot = h >> table.shift
-                index = table.slots[slot].index
-                while index:
-                    if table.slots[slot].tag == <uint32_t>h and index - 1 != <uint32_t>i:
-                        other = &rows[index - 1, 0]
-                        if _same_key(row, other, key_mask) and (
-                                (other[INODE] == inode and index - 1 < <uint32_t>i)
-                                or (inode == 0 and other[INODE] != 0)):
-                            drop[i] = 1
-                            break
-                    slot = (slot + 1) & table.mask
-                    index = table.slots[slot].index
+                key = &table.slots[table.slot_of[i]]
+                inode = _words(words, i)[INODE_WORD]
+                if inode == 0:                          # superseded, or listed again
+                    drop[i] = key.exact != 0 or <Py_ssize_t>key.zero - 1 != i
+                elif key.exact & SEVERAL:
+                    key_slot = table.slot_of[i]
+                    pair = _find_pair(&table, key_slot, inode, _pair_hash(key_slot, inode))
+                    drop[i] = <Py_ssize_t>pair.row - 1 != i
+                else:
+                    drop[i] = <Py_ssize_t>key.exact - 1 != i
         _release(&table)
     if status != 0:
         raise MemoryError()

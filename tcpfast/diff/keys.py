@@ -1,16 +1,17 @@
-"""Connection keys as machine words, and the vectorised set operations on them.
+"""Connection keys, and the vectorised set operations on them.
 
 A connection's key is (family, local address, local port, remote address,
-remote port): the first 37 bytes of a row. Rows are compared as five 64-bit
-words (state and timer masked out); a 64-bit hash of those words says where
-to look, and keys are then compared word by word, so a hash collision can
-never merge two connections. Two implementations give the same results: the
-compiled ``_keys`` (one hash-table pass) and numpy (sorted hashes, then every
-pair of rows with equal hashes checked), the fallback under ``TCPFAST_PURE``.
+remote port, network namespace): the first six 64-bit words of a row, with
+state and timer masked out of the fifth. Two rows with the same key are the
+same connection when their socket inodes are "compatible": equal, or one of
+them 0 (the kernel prints inode 0 for TIME_WAIT sockets and pending
+handshakes); among them, a row with the very same inode is preferred.
 
-Two rows with the same key are the same connection when their socket inodes
-are "compatible": equal, or one of them 0 (the kernel prints inode 0 for
-TIME_WAIT sockets and pending handshakes).
+Two implementations give the same results: the compiled ``_keys`` (hash
+tables that store each key once) and numpy (rows grouped by key with a sort,
+then first rows per group), the fallback under ``TCPFAST_PURE``. Both take
+O(n) or O(n log n) whatever the input: any number of rows may share a key
+(every connection to one listener has the same local end).
 """
 
 from __future__ import annotations
@@ -18,81 +19,115 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..schema import CONNECTION_DTYPE, FIELD_OFFSETS
+from ..schema import CONNECTION_DTYPE, FIELD_OFFSETS, check_rows
 
-_ROW_WORDS = CONNECTION_DTYPE.itemsize // 8
-_INODE_WORD = FIELD_OFFSETS["inode"] // 8
+ROW_WORDS = CONNECTION_DTYPE.itemsize // 8
+PORTS_WORD = FIELD_OFFSETS["local_port"] // 8
+NETNS_WORD = FIELD_OFFSETS["netns"] // 8
+INODE_WORD = FIELD_OFFSETS["inode"] // 8
 #: Word 4 holds the ports, the family, the state and the timer: keep ports and family.
 KEY_MASK = np.frombuffer(b"\xff" * 5 + b"\x00" * 3, dtype=np.uint64)[0]
 _MULTIPLIERS = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
-     0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD],
+     0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB],
     dtype=np.uint64,
 )
 
 
 def row_words(rows: np.ndarray) -> np.ndarray:
-    """The rows as an (n, 8) uint64 view (a copy only if they are not contiguous)."""
+    """The rows as an (n, ROW_WORDS) uint64 view (a copy only if they are not contiguous)."""
     if rows.dtype != CONNECTION_DTYPE:
         raise TypeError(f"expected rows of CONNECTION_DTYPE, got {rows.dtype}")
-    return np.ascontiguousarray(rows).view(np.uint64).reshape(-1, _ROW_WORDS)
+    return np.ascontiguousarray(rows).view(np.uint64).reshape(-1, ROW_WORDS)
 
 
-def _key_hash(words: np.ndarray, key_mask: np.uint64) -> np.ndarray:
-    hashed = words[:, 4] & key_mask
-    hashed *= _MULTIPLIERS[4]
-    for column in range(4):
-        hashed ^= words[:, column] * _MULTIPLIERS[column]
-    hashed ^= hashed >> np.uint64(31)
+def key_words(rows: np.ndarray) -> np.ndarray:
+    """(n, 6) uint64: each row's key, the words that say which connection it is."""
+    words = row_words(rows)
+    keys = words[:, : NETNS_WORD + 1].copy()
+    keys[:, PORTS_WORD] &= KEY_MASK
+    return keys
+
+
+def _hash(columns: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of an (n, k <= 7) uint64 array."""
+    hashed = np.zeros(len(columns), dtype=np.uint64)
+    for column in range(columns.shape[1]):
+        hashed ^= columns[:, column] * _MULTIPLIERS[column]
+        hashed ^= hashed >> np.uint64(29)
     hashed *= _MULTIPLIERS[0]
-    hashed ^= hashed >> np.uint64(29)
+    hashed ^= hashed >> np.uint64(32)
     return hashed
 
 
-def _same_key(words_a: np.ndarray, index_a: np.ndarray, words_b: np.ndarray,
-              index_b: np.ndarray, key_mask: np.uint64) -> np.ndarray:
-    a, b = words_a[index_a], words_b[index_b]
-    return (a[:, :4] == b[:, :4]).all(axis=1) & (((a[:, 4] ^ b[:, 4]) & key_mask) == 0)
+def group_ids(columns: np.ndarray) -> np.ndarray:
+    """For each row of an (n, k) uint64 array, the id of its group of equal rows
+    (ids 0.., in no particular order): sorted by hash, and checked in full; when
+    two different rows share a hash, an exact sort of the columns decides."""
+    if len(columns) == 0:
+        return np.zeros(0, dtype=np.int64)
+    hashes = _hash(columns)
+    order = np.argsort(hashes)
+    hashes = hashes[order]
+    differs = hashes[1:] != hashes[:-1]
+    neighbours = np.flatnonzero(~differs)                   # equal hashes: equal rows?
+    if (columns[order[neighbours]] != columns[order[neighbours + 1]]).any():
+        order = np.lexsort(columns.T[::-1])                 # a collision: sort exactly
+        ordered = columns[order]
+        differs = (ordered[1:] != ordered[:-1]).any(axis=1)
+    ids = np.empty(len(columns), dtype=np.int64)
+    ids[order] = np.concatenate([[0], np.cumsum(differs)])
+    return ids
 
 
-def _equal_key_pairs(words_a: np.ndarray, words_b: np.ndarray,
-                     key_mask: np.uint64) -> tuple[np.ndarray, np.ndarray]:
-    """Every (i, j) with key(a[i]) == key(b[j]), as two index arrays."""
-    hash_a, hash_b = _key_hash(words_a, key_mask), _key_hash(words_b, key_mask)
-    order_b = np.argsort(hash_b)
-    sorted_b = hash_b[order_b]
-    low = np.searchsorted(sorted_b, hash_a, side="left")
-    counts = np.searchsorted(sorted_b, hash_a, side="right") - low
-    index_a = np.repeat(np.arange(len(hash_a)), counts)
-    first = np.cumsum(counts) - counts
-    index_b = order_b[np.repeat(low - first, counts) + np.arange(len(index_a))]
-    same = _same_key(words_a, index_a, words_b, index_b, key_mask)
-    return index_a[same], index_b[same]
+def _first_of(ids: np.ndarray, count: int, where: np.ndarray) -> np.ndarray:
+    """For each id in 0..count-1, the first index i with ``where[i]`` and
+    ``ids[i] == id``, or -1."""
+    index = np.flatnonzero(where)
+    first = np.full(count, len(ids), dtype=np.int64)
+    np.minimum.at(first, ids[index], index)
+    first[first == len(ids)] = -1
+    return first
 
 
-def _compatible(inode_a: np.ndarray, inode_b: np.ndarray) -> np.ndarray:
-    return (inode_a == inode_b) | (inode_a == 0) | (inode_b == 0)
+def match_numpy(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
+    """For each needle row, the index of a haystack row that is the same connection
+    (the first with its very inode if any, else the first compatible one), or -1."""
+    check_rows(needles, "needles")
+    check_rows(haystack, "haystack")
+    n = len(needles)
+    if n == 0 or len(haystack) == 0:
+        return np.full(n, -1, dtype=np.int64)
+    columns = np.concatenate([key_words(needles), key_words(haystack)])
+    inodes = np.concatenate([needles["inode"], haystack["inode"]])
+    ids = group_ids(columns)
+    pairs = group_ids(np.concatenate([columns, inodes[:, None]], axis=1))   # key and inode
+    groups = int(ids.max()) + 1
+    in_haystack = np.arange(len(ids)) >= n
+    first = np.maximum(_first_of(ids, groups, in_haystack) - n, -1)
+    zero = np.maximum(_first_of(ids, groups, in_haystack & (inodes == 0)) - n, -1)
+    exact = np.maximum(_first_of(pairs, int(pairs.max()) + 1, in_haystack & (inodes != 0)) - n, -1)
+    needle_ids, needle_inodes = ids[:n], inodes[:n]
+    compatible = np.where(needle_inodes == 0, first[needle_ids], -1)
+    same_inode = np.where(needle_inodes == 0, zero[needle_ids], exact[pairs[:n]])
+    result = np.where(same_inode >= 0, same_inode, compatible)
+    return np.where(result >= 0, result, zero[needle_ids])
 
 
-def match_numpy(words_n: np.ndarray, words_h: np.ndarray, key_mask: np.uint64) -> np.ndarray:
-    """For each needle row, the index of a haystack row that is the same
-    connection, or -1 (numpy)."""
-    index_n, index_h = _equal_key_pairs(words_n, words_h, key_mask)
-    same = _compatible(words_n[index_n, _INODE_WORD], words_h[index_h, _INODE_WORD])
-    result = np.full(len(words_n), -1, dtype=np.int64)
-    result[index_n[same]] = index_h[same]
-    return result
-
-
-def duplicates_numpy(words: np.ndarray, key_mask: np.uint64) -> np.ndarray:
+def duplicates_numpy(rows: np.ndarray) -> np.ndarray:
     """Mask of rows to drop so that each connection is listed once (numpy)."""
-    index_a, index_b = _equal_key_pairs(words, words, key_mask)
-    inode_a, inode_b = words[index_a, _INODE_WORD], words[index_b, _INODE_WORD]
-    repeated = (inode_a == inode_b) & (index_b < index_a)
-    superseded = (inode_a == 0) & (inode_b != 0)
-    drop = np.zeros(len(words), dtype=bool)
-    drop[index_a[repeated | superseded]] = True
-    return drop
+    check_rows(rows, "rows")
+    if len(rows) == 0:
+        return np.zeros(0, dtype=bool)
+    columns = key_words(rows)
+    inodes = rows["inode"]
+    ids = group_ids(columns)
+    pairs = group_ids(np.concatenate([columns, inodes[:, None]], axis=1))   # key and inode
+    first_of_pair = _first_of(pairs, int(pairs.max()) + 1, np.ones(len(rows), dtype=bool))
+    repeated = first_of_pair[pairs] != np.arange(len(rows))
+    with_inode = np.zeros(int(ids.max()) + 1, dtype=bool)
+    with_inode[ids[inodes != 0]] = True
+    return repeated | ((inodes == 0) & with_inode[ids])
 
 
 _compiled = backend.compiled("_keys")
@@ -104,7 +139,7 @@ def match(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
     """For each ``needles`` row, the index of a ``haystack`` row that is the same
     connection, or -1: what lets a poll carry what it knows of a connection
     (when it was first seen, its direction) over to the next."""
-    return _match(row_words(needles), row_words(haystack), KEY_MASK)
+    return _match(_contiguous(needles), _contiguous(haystack))
 
 
 def matched(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
@@ -118,6 +153,12 @@ def unique(rows: np.ndarray) -> tuple[np.ndarray, int]:
     A row is dropped when the same connection is listed earlier with the same
     inode, or it has inode 0 and the connection is also listed with a real one.
     """
-    drop = _duplicates(row_words(rows), KEY_MASK)
+    drop = _duplicates(_contiguous(rows))
     dropped = int(drop.sum())
     return (rows[~drop] if dropped else rows), dropped
+
+
+def _contiguous(rows: np.ndarray) -> np.ndarray:
+    if rows.dtype != CONNECTION_DTYPE:
+        raise TypeError(f"expected rows of CONNECTION_DTYPE, got {rows.dtype}")
+    return np.ascontiguousarray(rows)
