@@ -24,9 +24,10 @@ cdef struct Row:
     uint32_t uid
     uint32_t retransmits
     uint64_t inode
+    uint64_t cookie
 
 cdef enum:
-    ROW_WORDS = 9            # a row as 64-bit words
+    ROW_WORDS = 10           # a row as 64-bit words
     PORTS_WORD = 4           # ports and family (masked: state and timer share the word)
     NETNS_WORD = 5
     INODE_WORD = 8
@@ -42,7 +43,7 @@ cdef inline object row_layout_of():
         "timer": <size_t>&row.timer - base, "netns": <size_t>&row.netns - base,
         "tx_queue": <size_t>&row.tx_queue - base, "rx_queue": <size_t>&row.rx_queue - base,
         "uid": <size_t>&row.uid - base, "retransmits": <size_t>&row.retransmits - base,
-        "inode": <size_t>&row.inode - base}
+        "inode": <size_t>&row.inode - base, "cookie": <size_t>&row.cookie - base}
 
 cdef inline Row* row_pointer(object rows, bint writable, str name) except? NULL:
     """The first row of ``rows``, once ``tcpfast.schema.check_rows`` has checked it (a

@@ -10,10 +10,12 @@ import numpy as np
 #: words a diff reads whole: the addresses (words 0-3), the ports and family
 #: (word 4, where state and timer are masked out) and ``netns`` (word 5), the
 #: network namespace that holds the socket (0 for rows of one namespace whose
-#: source did not name it: a key is per namespace). The layout is 72 bytes
-#: with no padding (copies keep every byte defined); the compiled modules use
-#: the same C struct (``tcpfast/row.pxd``, checked at import). ``timer`` is the
-#: kernel's ``tr`` column (which timer is pending).
+#: source did not name it: a key is per namespace). ``cookie`` is the kernel's
+#: socket cookie (sock_diag gives it, /proc does not: 0), which ties a destroyed
+#: socket's event to the row a dump listed. The layout is 80 bytes with no
+#: padding (copies keep every byte defined); the compiled modules use the same
+#: C struct (``tcpfast/row.pxd``, checked at import). ``timer`` is the kernel's
+#: ``tr`` column (which timer is pending).
 CONNECTION_DTYPE = np.dtype(
     [
         ("local_addr", np.uint8, (16,)),
@@ -29,6 +31,7 @@ CONNECTION_DTYPE = np.dtype(
         ("uid", np.uint32),
         ("retransmits", np.uint32),
         ("inode", np.uint64),
+        ("cookie", np.uint64),
     ],
     align=True,
 )

@@ -19,9 +19,9 @@ except ImportError:                      # a TCPFAST_PURE run without a build
 TEXT = table([Conn("127.0.0.1", 8080, "0.0.0.0", 0, state=0x0A, inode=11)], 4)
 DUMP = nl.socket_message(Conn("127.0.0.1", 8080, "0.0.0.0", 0, state=0x0A, inode=11)) + nl.done()
 
-#: 64-byte rows: the layout before netns joined the key.
+#: 64-byte rows: the layout before netns and cookie joined the row.
 OLD_LAYOUT = np.dtype([(name, CONNECTION_DTYPE.fields[name][0]) for name in CONNECTION_DTYPE.names
-                       if name != "netns"], align=True)
+                       if name not in ("netns", "cookie")], align=True)
 
 
 def writers():

@@ -64,11 +64,19 @@ def listening(host: str = "127.0.0.1"):
         yield server.getsockname()[1]
 
 
+def on_port(rows, port: int) -> bytes:
+    """The rows of ``port``'s sockets, cookie left out (sock_diag gives it, /proc does not)."""
+    chosen = rows[rows["local_port"] == port].copy()
+    chosen["cookie"] = 0
+    return chosen.tobytes()
+
+
 def test_source_reads_the_same_rows_as_proc_for_our_socket():
     with listening() as port, netlink.NetlinkSource() as source:
         assert source.using_netlink
-        ours = lambda rows: rows[rows["local_port"] == port].tobytes()     # noqa: E731
-        assert ours(source.read().rows) == ours(proc.read_snapshot().rows)
+        rows = source.read().rows
+        assert on_port(rows, port) == on_port(proc.read_snapshot().rows, port)
+        assert rows[rows["local_port"] == port]["cookie"].all()      # the socket's own cookie
 
 
 def test_falls_back_to_proc_with_one_warning_when_the_socket_cannot_be_opened(monkeypatch):
@@ -279,8 +287,7 @@ def test_library_snapshot_and_read_snapshot_take_the_source():
         by_netlink = tcpfast.snapshot(source="netlink")
         result = tcpfast.read_snapshot(source="netlink")
         by_proc = tcpfast.snapshot()
-    ours = lambda rows: rows[rows["local_port"] == port].tobytes()         # noqa: E731
-    assert ours(by_netlink) == ours(by_proc) == ours(result.rows) != b""
+    assert on_port(by_netlink, port) == on_port(by_proc, port) == on_port(result.rows, port) != b""
     assert isinstance(result, tcpfast.Snapshot) and result.complete
     with pytest.raises(ValueError, match="source must be"):
         tcpfast.read_snapshot(source="ss")

@@ -64,6 +64,7 @@ cdef inline void _decode_row(const uint8_t* m, Row* row) noexcept nogil:
     row.uid = _u32(m + 64)
     row.inode = _u32(m + 68)
     row.netns = 0
+    row.cookie = <uint64_t>_u32(m + 44) | (<uint64_t>_u32(m + 48)) << 32
 
 
 def decode_into(const uint8_t[::1] data, object out, Py_ssize_t start, uint32_t seq,

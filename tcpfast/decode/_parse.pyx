@@ -347,6 +347,7 @@ cdef int _parse_line(const uint8_t** start, const uint8_t* e, int words,
         if p != digits and _colon(&p, e) and _fields(&p, e, words, row):
             row.family = 4 if words == 1 else 6
             row.netns = 0
+            row.cookie = 0
             result = 1
     start[0] = p
     return result

@@ -19,7 +19,8 @@ caller's privilege.
   ``NLMSG_ERROR`` with a non-zero code ends it with that error; both stop the walk.
 - A message of type ``msg_type`` carries an ``inet_diag_msg`` (72 bytes):
   family (AF_INET or AF_INET6), state (1..11), timer, retransmits, the socket
-  id (big-endian ports, network-order addresses, interface, cookie), then
+  id (big-endian ports, network-order addresses, interface, cookie: two native
+  u32, low word first, the row's ``cookie``), then
   expires, rqueue, wqueue, uid and inode as native u32. It is one row; a
   shorter payload, another family or state is malformed: counted, skipped.
   ``NLM_F_DUMP_INTR`` on it says the kernel saw the table change mid-dump.
@@ -80,6 +81,7 @@ def _rows_from(data: bytes | memoryview, payloads: list[int], out: np.ndarray, s
     rows["uid"] = words[:, 16]
     rows["inode"] = words[:, 17]
     rows["netns"] = 0
+    rows["cookie"] = words[:, 11].astype(np.uint64) | words[:, 12].astype(np.uint64) << np.uint64(32)
 
 
 def decode_into(data: bytes | bytearray | memoryview, out: np.ndarray, start: int, seq: int,

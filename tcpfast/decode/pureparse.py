@@ -240,6 +240,7 @@ def parse_into(data: bytes | memoryview, family: int, out: np.ndarray, start: in
             rows[~canonical] = part
         rows["family"] = family
         rows["netns"] = 0
+        rows["cookie"] = 0
         rows["uid"] = uids
         rows["inode"] = inodes
     unmatched = lines - len(matches)
