@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,9 +16,30 @@ if TYPE_CHECKING:
     from .outputs.firewall import Block
 
 
+#: Bits of ``RowEvents.unknown``: parts of a row the kernel did not give for that
+#: event (a socket reset on close reaches its destroy event without its local
+#: address and remote port); JSON prints them null, text ``*``.
+UNKNOWN_LOCAL_ADDRESS, UNKNOWN_LOCAL_PORT = 0x01, 0x02
+UNKNOWN_REMOTE_ADDRESS, UNKNOWN_REMOTE_PORT = 0x04, 0x08
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a network namespace: a container, a Kubernetes pod (None: not known)."""
+
+    container_id: str | None = None
+    pod_uid: str | None = None
+    pod_namespace: str | None = None
+    pod_name: str | None = None
+
+
+_PER_ROW = ("rows", "direction", "duration", "owners", "times", "unknown", "info", "holder")
+
+
 @dataclass(frozen=True)
 class RowEvents:
-    """Rows of one kind of event (``new``, ``closed``), with what was learnt of each."""
+    """Rows of one kind of event (``new``, ``closed``, ``new_and_closed``), with what was
+    learnt of each: every column is per row, None where nothing of its kind is known."""
 
     event: str
     rows: np.ndarray
@@ -26,15 +47,18 @@ class RowEvents:
     duration: np.ndarray | None = None         # seconds seen open; NaN where unknown
     owners: list[Owner | None] | None = None   # holding process per row (None: not found); not looked up
     times: np.ndarray | None = None            # time.time() of each event; None: the poll's
+    unknown: np.ndarray | None = None          # uint8 UNKNOWN_* bits per row; None: all known
+    info: np.ndarray | None = None             # CLOSE_INFO_DTYPE per row (closed events)
+    holder: np.ndarray | None = None           # int32 index into ``holders`` per row; -1: none
+    holders: tuple[Holder, ...] = ()
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, part: slice) -> RowEvents:
-        return RowEvents(self.event, self.rows[part], self.direction[part],
-                         None if self.duration is None else self.duration[part],
-                         None if self.owners is None else self.owners[part],
-                         None if self.times is None else self.times[part])
+        columns: dict[str, Any] = {name: None if getattr(self, name) is None
+                                   else getattr(self, name)[part] for name in _PER_ROW}
+        return RowEvents(self.event, holders=self.holders, **columns)
 
 
 def no_rows(event: str) -> RowEvents:

@@ -54,6 +54,27 @@ def check_rows(rows: object, name: str, *, writable: bool = False) -> None:
 #: Each field's byte offset in a row.
 FIELD_OFFSETS: dict[str, int] = {name: spec[1] for name, spec in (CONNECTION_DTYPE.fields or {}).items()}
 
+#: What a socket carried, from its last ``struct tcp_info`` (sock_diag's INET_DIAG_INFO,
+#: which the kernel puts in every destroy message): one per closed event. ``known``
+#: has a KNOWN_* bit for each field the kernel's struct was long enough to hold
+#: (older kernels send shorter ones); the others are 0 and print as null.
+CLOSE_INFO_DTYPE = np.dtype(
+    [
+        ("bytes_sent", np.uint64),        # tcpi_bytes_acked
+        ("bytes_received", np.uint64),    # tcpi_bytes_received
+        ("segments_sent", np.uint32),     # tcpi_segs_out
+        ("segments_received", np.uint32), # tcpi_segs_in
+        ("retransmits", np.uint32),       # tcpi_total_retrans
+        ("rtt_us", np.uint32),            # tcpi_rtt: smoothed round-trip time, microseconds
+        ("state", np.uint8),              # tcpi_state
+        ("known", np.uint8),
+        ("_reserved", np.uint8, (6,)),    # explicit, so that copies keep every byte defined
+    ],
+    align=True,
+)
+KNOWN_BYTES_SENT, KNOWN_BYTES_RECEIVED, KNOWN_SEGMENTS_SENT = 0x01, 0x02, 0x04
+KNOWN_SEGMENTS_RECEIVED, KNOWN_RETRANSMITS, KNOWN_RTT, KNOWN_STATE = 0x08, 0x10, 0x20, 0x40
+
 #: The kernel's TCP states as /proc prints them (include/net/tcp_states.h).
 STATE_NAMES: dict[int, str] = {
     0x01: "ESTABLISHED",
