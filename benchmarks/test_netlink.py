@@ -24,7 +24,9 @@ from benchmarks.loadgen import LoadGenerator
 from benchmarks.test_poll import bare_read
 from tcpfast import CONNECTION_DTYPE, new_connections
 from tcpfast.decode import netlink_pure
-from tcpfast.sources import netlink, proc
+from tcpfast.sources import proc, sockdiag
+from tcpfast.sources.base import stop_reading_at
+from tcpfast.sources.netlink import NetlinkSource
 from tcpfast.watch import Watcher
 
 try:
@@ -73,14 +75,14 @@ def report(benchmark, medians, pairs) -> None:
                   f"({medians[fast][index] * 1e3:.1f} ms / {medians[slow][index] * 1e3:.1f} ms)")
 
 
-def record_dump(diag: netlink.SockDiag, keep: bool = True) -> tuple[list[bytes], int]:
+def record_dump(diag: sockdiag.SockDiag, keep: bool = True) -> tuple[list[bytes], int]:
     """The raw replies of one dump, as recv() returned them (with ``keep``), and its
     sequence number: without ``keep``, what the kernel's dump costs by itself."""
-    request = diag._legacy_request(netlink.ALL_STATES_MASK)
+    request = diag._legacy_request(sockdiag.ALL_STATES_MASK)
     seq = int.from_bytes(request[8:12], sys.byteorder)
     diag._socket.sendall(request)
     replies = []
-    buffer = bytearray(netlink.RECV_BYTES)
+    buffer = bytearray(sockdiag.RECV_BYTES)
     while True:
         got = diag._socket.recv_into(buffer)
         if keep:
@@ -94,8 +96,8 @@ def test_n1_netlink_poll_against_bare_read(benchmark, live_90k):
     benchmark.group = f"netlink {load} {rows:,} rows"
     benchmark.extra_info["rows"] = rows
     tables = ["/proc/net/tcp"] + (["/proc/net/tcp6"] if load == "mixed" else [])
-    legacy = netlink.SockDiag(request=netlink.TCPDIAG_GETSOCK)
-    by_family = netlink.SockDiag(request=netlink.SOCK_DIAG_BY_FAMILY)
+    legacy = sockdiag.SockDiag(request=sockdiag.TCPDIAG_GETSOCK)
+    by_family = sockdiag.SockDiag(request=sockdiag.SOCK_DIAG_BY_FAMILY)
     previous = legacy.dump().rows
     assert len(previous) >= rows
     assert len(by_family.dump().rows) == len(previous)
@@ -120,14 +122,14 @@ def test_n3_decoders(benchmark, live_90k):
     load, rows = live_90k
     benchmark.group = f"netlink {load} {rows:,} rows"
     benchmark.extra_info["rows"] = rows
-    with netlink.SockDiag() as diag:
+    with sockdiag.SockDiag() as diag:
         replies, seq = record_dump(diag)
     out = np.empty(rows + rows // 4, dtype=CONNECTION_DTYPE)
 
     def decode_all(decode_into):
         end = 0
         for reply in replies:
-            end = decode_into(reply, out, end, seq, netlink.TCPDIAG_GETSOCK)[0]
+            end = decode_into(reply, out, end, seq, sockdiag.TCPDIAG_GETSOCK)[0]
         assert end >= rows
 
     medians = interleaved(benchmark, 10, compiled=lambda: decode_all(_netlink.decode_into),
@@ -146,7 +148,7 @@ def test_n2_growing_table(benchmark, live_90k):
     if load != "ipv4":
         pytest.skip("one growth run is enough")
     benchmark.group = f"netlink {load} {rows:,} rows, growing {GROWTH_RATE} rows/s"
-    source = netlink.NetlinkSource()
+    source = NetlinkSource()
     watcher = Watcher()
     watcher.update(source.read(), time.time())
     grower = subprocess.Popen(
@@ -163,7 +165,7 @@ def test_n2_growing_table(benchmark, live_90k):
         next_tick = time.monotonic()
         while time.monotonic() < start + GROWTH_SECONDS + 2 * INTERVAL:
             started = time.monotonic()
-            snapshot = source.read(deadline=started + INTERVAL)
+            snapshot = source.read(stop_reading=stop_reading_at(started + INTERVAL))
             durations.append(time.monotonic() - started)
             assert snapshot.complete
             new = watcher.update(snapshot, time.time()).new.rows

@@ -31,7 +31,7 @@ if TYPE_CHECKING:       # the same names, for type checkers and editors
     from .schema import STATE_NAMES as STATE_NAMES
     from .sources import read_snapshot as read_snapshot
     from .sources import snapshot as snapshot
-    from .sources.proc import Snapshot as Snapshot
+    from .sources.base import Snapshot as Snapshot
 
 __version__ = "0.2.0"
 
@@ -44,7 +44,7 @@ _PUBLIC = {
     "parse_pure": "decode.parsing",
     "closed_connections": "diff.changes",
     "new_connections": "diff.changes",
-    "Snapshot": "sources.proc",
+    "Snapshot": "sources.base",
     "read_snapshot": "sources",
     "snapshot": "sources",
     "directions": "enrich.direction",

@@ -20,9 +20,7 @@ from .outputs.printer import EVENT_KINDS, EventPrinter
 from .outputs.writer import LineWriter, OutputError
 from .poller import Poller
 from .schema import STATE_CODES
-from .sources import TABLES
-from .sources.netlink import NetlinkSource
-from .sources.netlink_events import open_destroy_events
+from .sources import TABLES, open_source
 from .watch import Watcher
 
 if TYPE_CHECKING:
@@ -199,7 +197,7 @@ def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser
     metrics = None
     if args.metrics:
         from .outputs.metrics import Metrics
-        metrics = Metrics(source="netlink" if args.source == "netlink" or args.netns else "proc")
+        metrics = Metrics(source=_source_kind(args))
         metrics.serve(*args.metrics)
     firewall = None
     if args.block:
@@ -247,17 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         _warn(f"--metrics: cannot listen on {args.metrics[0]}:{args.metrics[1]}: "
               f"{error.strerror or error}")
         return EXIT_INPUT_ERROR
-    netlink = None
-    if args.source == "netlink" or args.netns:
-        try:
-            netlink = NetlinkSource(args.proc_root, args.netns, warn=_warn)
-        except OSError as error:                    # --netns: not entered, nothing to read
-            _warn(error.strerror or str(error))
-            return EXIT_INPUT_ERROR
+    try:
+        source = open_source(_source_kind(args), args.proc_root, args.netns, warn=_warn)
+    except OSError as error:                        # --netns: not entered, nothing to read
+        _warn(error.strerror or str(error))
+        return EXIT_INPUT_ERROR
     # Between polls, netlink also hears of every destroyed socket: connections
     # opened and closed in between are reported too (new_and_closed).
-    destroyed = (open_destroy_events(netlink.netns_path, _warn)
-                 if netlink is not None and netlink.using_netlink and not args.once else None)
+    destroyed = None if args.once else source.destroy_events(_warn)
     stop = StopSignals(output_fd=1)
     owners = None
     if args.process:        # the first lookup, with nothing cached, is a full walk of /proc/*/fd
@@ -268,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     poller = Poller(
         Watcher(args.state, skip_existing=args.skip_existing, ephemeral=ephemeral),
         _emitter(printer, metrics),
-        _warn, proc_root=args.proc_root, read_timeout=read_timeout,
+        _warn, source=source, read_timeout=read_timeout,
         cancelled=lambda: stop.requested, owners=owners, detector=detector, firewall=firewall,
-        netlink=netlink, destroyed=destroyed)
+        destroyed=destroyed)
     poll = metrics.timed(poller.poll) if metrics else poller.poll
 
     def poll_and_go_on() -> None:
@@ -299,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.once and poller.cut_short_polls:
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _source_kind(args: argparse.Namespace) -> str:
+    """--source, or netlink for --netns (only netlink can enter a namespace)."""
+    return "netlink" if args.source == "netlink" or args.netns else "proc"
 
 
 def _cannot_read(error: OSError, proc_root: str) -> str:

@@ -17,8 +17,8 @@ from .enrich.direction import IN
 from .enrich.owners import OwnerFinder
 from .events import Poll
 from .outputs.firewall import Firewall
-from .sources import Snapshot, read_snapshot
-from .sources.netlink import NetlinkSource
+from .sources import Snapshot, Source
+from .sources.base import stop_reading_at
 from .sources.netlink_events import DestroyEvents
 from .watch import Watcher
 
@@ -39,11 +39,10 @@ class Poller:
     """
 
     def __init__(self, watcher: Watcher, emit: Callable[[Poll], None], warn: Warn, *,
-                 proc_root: str = "/proc", read_timeout: float | None = None,
+                 source: Source, read_timeout: float | None = None,
                  cancelled: Callable[[], bool] | None = None,
                  owners: OwnerFinder | None = None, detector: ScanDetector | None = None,
                  firewall: Firewall | None = None,
-                 netlink: NetlinkSource | None = None,
                  destroyed: DestroyEvents | None = None) -> None:
         self._watcher = watcher
         self._owners = owners
@@ -51,10 +50,9 @@ class Poller:
         self._firewall = firewall
         self._emit = emit
         self._warn = warn
-        self._proc_root = proc_root
+        self.source = source
         self._read_timeout = read_timeout
         self._cancelled = cancelled
-        self._netlink = netlink             # reads through sock_diag instead of the tables
         self._destroyed = destroyed         # sockets destroyed between polls
         self._expected_rows = 0
         self.cut_short_polls = 0            # all of them, since the start
@@ -63,20 +61,13 @@ class Poller:
 
     @property
     def where(self) -> str:
-        if self._netlink is not None and self._netlink.using_netlink:
-            return "the sock_diag dump"
-        return f"{self._netlink.fallback_root if self._netlink else self._proc_root}/net/tcp*"
+        return self.source.where
 
     def read(self) -> Snapshot:
         """One snapshot of the source, within the read timeout."""
-        started = time.monotonic()
-        deadline = None if self._read_timeout is None else started + self._read_timeout
-        if self._netlink is not None:
-            snapshot = self._netlink.read(size_hint=self._expected_rows, deadline=deadline,
-                                          cancelled=self._cancelled)
-        else:
-            snapshot = read_snapshot(self._proc_root, size_hint=self._expected_rows,
-                                     deadline=deadline, cancelled=self._cancelled)
+        deadline = None if self._read_timeout is None else time.monotonic() + self._read_timeout
+        snapshot = self.source.read(size_hint=self._expected_rows,
+                                    stop_reading=stop_reading_at(deadline, self._cancelled))
         self._expected_rows = len(snapshot.rows)
         return snapshot
 

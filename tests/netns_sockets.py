@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from tcpfast.sources import netlink, proc
+from tcpfast.sources import proc, sockdiag
 
 STATES = {"LISTEN": 10, "ESTABLISHED": 1, "SYN_SENT": 2, "SYN_RECV": 3, "TIME_WAIT": 6,
           "CLOSE_WAIT": 8, "FIN_WAIT2": 5}
@@ -98,7 +98,7 @@ def main() -> int:
     make_sockets(socket.AF_INET6, "::1", "2001:db8::2", held)
     mapped_sockets(held)
     time.sleep(0.3)                                  # FINs and ACKs on loopback settle
-    with netlink.SockDiag() as diag:
+    with sockdiag.SockDiag() as diag:
         for _ in range(10):                          # both lists from one quiet moment
             from_netlink = table(diag.dump().rows)
             from_proc = table(proc.read_snapshot().rows)
@@ -114,10 +114,10 @@ def main() -> int:
     return 0
 
 
-def record(diag: netlink.SockDiag, directory: str) -> None:
+def record(diag: sockdiag.SockDiag, directory: str) -> None:
     """The raw replies of one dump, and the /proc tables read right after it."""
     sock = diag._socket
-    request = diag._legacy_request(netlink.ALL_STATES_MASK)
+    request = diag._legacy_request(sockdiag.ALL_STATES_MASK)
     seq = struct.unpack_from("=I", request, 8)[0]
     sock.sendall(request)
     data = b""

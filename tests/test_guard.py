@@ -10,7 +10,7 @@ import tcpfast
 from tcpfast import backend
 from tcpfast.decode import parsing
 from tcpfast.diff import keys
-from tcpfast.sources import netlink
+from tcpfast.sources import sockdiag
 
 
 def test_compiled_parser_in_use_unless_pure_requested():
@@ -18,7 +18,7 @@ def test_compiled_parser_in_use_unless_pure_requested():
         assert not tcpfast.ACCELERATED
         assert parsing.parse_into is tcpfast.decode.pureparse.parse_into
         assert keys._match is keys.match_numpy
-        assert netlink.decode_into is tcpfast.decode.netlink_pure.decode_into
+        assert sockdiag.decode_into is tcpfast.decode.netlink_pure.decode_into
     else:
         assert tcpfast.ACCELERATED, (
             "the compiled modules did not load: build them (pip install .) "
@@ -27,7 +27,7 @@ def test_compiled_parser_in_use_unless_pure_requested():
         from tcpfast.diff import _keys
         assert all(module.__file__.endswith(".so") for module in (_parse, _netlink, _keys))
         assert parsing.parse_into is _parse.parse_into
-        assert netlink.decode_into is _netlink.decode_into
+        assert sockdiag.decode_into is _netlink.decode_into
         assert keys._match is _keys.match and keys._duplicates is _keys.duplicates
 
 

@@ -14,7 +14,8 @@ from tcpfast import CONNECTION_DTYPE
 from tcpfast.events import RowEvents
 from tcpfast.outputs import report
 from tcpfast.outputs.report import address_text
-from tcpfast.sources import netlink, netlink_events
+from tcpfast.sources import netlink_events
+from tcpfast.sources.netlink import NetlinkSource
 from tcpfast.watch import Watcher
 
 INTERVAL = 0.2
@@ -85,7 +86,7 @@ def test_connections_between_polls_are_each_reported_once_by_destroy_events(af, 
     closed_at: list[float] = []
     polled_ours = 0
     watcher = Watcher()
-    with events_or_skip() as events, netlink.NetlinkSource() as source:
+    with events_or_skip() as events, NetlinkSource() as source:
         poll(events, source, watcher)
         started = time.time()
         for _ in range(ROUNDS):
@@ -109,7 +110,7 @@ def test_connections_between_polls_are_each_reported_once_by_destroy_events(af, 
 def test_a_connection_a_poll_saw_is_left_to_the_diff():
     """Destroyed after a poll listed it: the diff reports it closed; it is not new_and_closed."""
     watcher = Watcher()
-    with events_or_skip() as events, netlink.NetlinkSource() as source:
+    with events_or_skip() as events, NetlinkSource() as source:
         server = socket.socket()
         server.bind(("127.0.0.1", 0))
         server.listen(1)
@@ -246,7 +247,7 @@ def test_metrics_count_a_new_and_closed_connection_as_new_and_as_closed():
     pytest.importorskip("prometheus_client")
     from tcpfast.events import Poll
     from tcpfast.outputs.metrics import Metrics
-    from tcpfast.sources.proc import Snapshot
+    from tcpfast.sources import Snapshot
     rows = np.zeros(2, dtype=CONNECTION_DTYPE)
     rows["family"] = [4, 6]
     metrics = Metrics(source="netlink")

@@ -18,7 +18,9 @@ import pytest
 from namespaces import add_namespace
 from test_cli import SAMPLE_ROOT, tcpfast
 
-from tcpfast.sources import netlink, proc
+from tcpfast.sources import ProcTables, open_source, proc, sockdiag
+from tcpfast.sources.fallback import FallbackSource, NetlinkFallbackWarning
+from tcpfast.sources.netlink import NetlinkSource
 
 ROOT = Path(__file__).parent.parent
 HELPER = Path(__file__).parent / "netns_sockets.py"
@@ -72,8 +74,7 @@ def on_port(rows, port: int) -> bytes:
 
 
 def test_source_reads_the_same_rows_as_proc_for_our_socket():
-    with listening() as port, netlink.NetlinkSource() as source:
-        assert source.using_netlink
+    with listening() as port, NetlinkSource() as source:
         rows = source.read().rows
         assert on_port(rows, port) == on_port(proc.read_snapshot().rows, port)
         assert rows[rows["local_port"] == port]["cookie"].all()      # the socket's own cookie
@@ -82,25 +83,26 @@ def test_source_reads_the_same_rows_as_proc_for_our_socket():
 def test_falls_back_to_proc_with_one_warning_when_the_socket_cannot_be_opened(monkeypatch):
     def refused():
         raise PermissionError(errno.EACCES, "Permission denied")
-    monkeypatch.setattr(netlink, "_new_socket", refused)
+    monkeypatch.setattr(sockdiag, "_new_socket", refused)
     with listening() as port:
-        with pytest.warns(netlink.NetlinkFallbackWarning, match="Permission denied"):
-            source = netlink.NetlinkSource()
+        with pytest.warns(NetlinkFallbackWarning, match="Permission denied"):
+            source = open_source("netlink")
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             first, second = source.read(), source.read()
-        assert not source.using_netlink
+        assert source.kind == "proc" and source.where == "/proc/net/tcp*"
         assert port in first.rows["local_port"] and port in second.rows["local_port"]
 
 
 def test_falls_back_with_one_warning_when_a_dump_fails(monkeypatch):
-    source = netlink.NetlinkSource()
+    source = open_source("netlink")
+    assert source.kind == "netlink"
 
     def failing(*args, **kwargs):
         raise OSError(errno.ENOBUFS, "No buffer space available")
-    monkeypatch.setattr(netlink.SockDiag, "dump", failing)
+    monkeypatch.setattr(sockdiag.SockDiag, "dump", failing)
     with listening() as port:
-        with pytest.warns(netlink.NetlinkFallbackWarning, match="No buffer space"):
+        with pytest.warns(NetlinkFallbackWarning, match="sock_diag dump failed .No buffer space"):
             assert port in source.read().rows["local_port"]
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -108,8 +110,8 @@ def test_falls_back_with_one_warning_when_a_dump_fails(monkeypatch):
 
 
 def test_recorded_tables_have_no_namespace_so_netlink_falls_back_to_them():
-    with pytest.warns(netlink.NetlinkFallbackWarning):
-        source = netlink.NetlinkSource(str(SAMPLE_ROOT))
+    with pytest.warns(NetlinkFallbackWarning):
+        source = open_source("netlink", str(SAMPLE_ROOT))
     assert source.read().rows.tobytes() == proc.read_snapshot(str(SAMPLE_ROOT)).rows.tobytes()
 
 
@@ -170,7 +172,7 @@ def test_netns_sees_the_namespace_sockets_and_not_the_hosts():
         events = [json.loads(line) for line in result.stdout.splitlines()]
         assert {(e["local"], e["local_port"], e["state"]) for e in events} == {
             ("127.0.0.1", inside, "LISTEN")}                  # nothing of the host
-        with netlink.NetlinkSource(netns_path=f"/var/run/netns/{name}") as source:
+        with NetlinkSource(f"/var/run/netns/{name}") as source:
             assert source.read().rows["local_port"].tolist() == [inside]
         assert result.stderr == ""
 
@@ -199,8 +201,8 @@ def test_netns_errors_are_one_line_and_exit_2(tmp_path):
 
 def test_both_request_types_give_the_same_rows_and_families_filter():
     with listening() as port4, listening("::1") as port6, \
-            netlink.SockDiag(request=netlink.TCPDIAG_GETSOCK) as legacy, \
-            netlink.SockDiag(request=netlink.SOCK_DIAG_BY_FAMILY) as by_family:
+            sockdiag.SockDiag(request=sockdiag.TCPDIAG_GETSOCK) as legacy, \
+            sockdiag.SockDiag(request=sockdiag.SOCK_DIAG_BY_FAMILY) as by_family:
         ours = lambda rows: sorted(row.tobytes() for row in rows                  # noqa: E731
                                    if row["local_port"] in (port4, port6))
         assert ours(legacy.dump().rows) == ours(by_family.dump().rows)
@@ -211,13 +213,13 @@ def test_both_request_types_give_the_same_rows_and_families_filter():
 
 
 def test_state_filter_goes_into_the_request():
-    with listening() as port, netlink.SockDiag() as diag:
+    with listening() as port, sockdiag.SockDiag() as diag:
         assert set(diag.dump(states={10}).rows["state"].tolist()) == {10}
         assert port not in diag.dump(states={1}).rows["local_port"]
 
 
 def test_an_abandoned_dump_is_incomplete_and_the_next_starts_clean():
-    with listening() as port, netlink.SockDiag() as diag:
+    with listening() as port, sockdiag.SockDiag() as diag:
         cut = diag.dump(stop_reading=lambda: True)
         assert not cut.complete and len(cut.rows) == 0
         again = diag.dump()
@@ -227,11 +229,14 @@ def test_an_abandoned_dump_is_incomplete_and_the_next_starts_clean():
 def test_a_kernel_error_reply_falls_back_to_proc(monkeypatch):
     """A dump the kernel cannot do (here: of a protocol without a sock_diag handler)
     ends with an error code in its NLMSG_DONE."""
-    source = netlink.NetlinkSource(request=netlink.SOCK_DIAG_BY_FAMILY)
-    monkeypatch.setattr(netlink, "IPPROTO_TCP", 253)            # no sock_diag handler
-    with listening() as port, pytest.warns(netlink.NetlinkFallbackWarning, match="dump failed"):
+    said = []
+    source = FallbackSource(NetlinkSource(request=sockdiag.SOCK_DIAG_BY_FAMILY), ProcTables(),
+                            said.append)
+    monkeypatch.setattr(sockdiag, "IPPROTO_TCP", 253)           # no sock_diag handler
+    with listening() as port:
         assert port in source.read().rows["local_port"]
-    assert not source.using_netlink
+    assert source.kind == "proc"
+    assert len(said) == 1 and "dump failed" in said[0] and said[0].endswith("instead")
 
 
 def test_watcher_on_netlink_reports_each_connection_once():

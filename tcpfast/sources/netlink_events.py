@@ -25,7 +25,8 @@ from collections.abc import Callable
 import numpy as np
 
 from ..schema import CONNECTION_DTYPE
-from .netlink import NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, decode_into, open_in_namespace
+from .netns import open_in_namespace
+from .sockdiag import NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, decode_into
 
 SKNLGRP_INET_TCP_DESTROY = 1
 SKNLGRP_INET6_TCP_DESTROY = 3

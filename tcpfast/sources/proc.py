@@ -1,16 +1,19 @@
-"""Reading /proc/net/tcp and /proc/net/tcp6 into rows, parsing as the text streams in."""
+"""A namespace's /proc/net/tcp and /proc/net/tcp6 as a source, parsed as the text streams in."""
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..decode import parsing
 from ..diff import keys
+from .base import Snapshot, StopReading, Warn, stop_reading_at
+
+if TYPE_CHECKING:
+    from .netlink_events import DestroyEvents
 
 #: The tables of one network namespace, relative to a proc root, and their family.
 TABLES: tuple[tuple[str, int], ...] = (("net/tcp", 4), ("net/tcp6", 6))
@@ -20,18 +23,8 @@ TABLES: tuple[tuple[str, int], ...] = (("net/tcp", 4), ("net/tcp6", 6))
 CHUNK_BYTES = 256 * 1024
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """One poll's rows, and what the reading had to skip, fold or cut short."""
-
-    rows: np.ndarray
-    malformed: int = 0
-    duplicates: int = 0
-    complete: bool = True     # False: the read hit its deadline, rows may be missing
-
-
 def _read_into(collector: parsing.RowCollector, path: str, family: int,
-               stop_reading: Callable[[], bool] | None) -> bool:
+               stop_reading: StopReading | None) -> bool:
     """Parse one table into ``collector`` as it is read; False if cut short.
 
     The kernel hands /proc files out about a page per read(); reads are
@@ -89,12 +82,14 @@ def read_snapshot(proc_root: str = "/proc", *, size_hint: int = 0,
     so it does as soon as ``cancelled()`` is true (a stop signal, say).
     ``families=(4,)`` reads only /proc/net/tcp (tcp6 costs a walk of every socket).
     """
+    return read_tables(proc_root, size_hint=size_hint,
+                       stop_reading=stop_reading_at(deadline, cancelled), families=families)
+
+
+def read_tables(proc_root: str, *, size_hint: int = 0, stop_reading: StopReading | None = None,
+                families: tuple[int, ...] = (4, 6)) -> Snapshot:
+    """read_snapshot's work, stopped by ``stop_reading()`` (see ProcTables.read)."""
     collector = parsing.RowCollector(first_block_rows=size_hint + size_hint // 8)
-
-    def stop_reading() -> bool:
-        return ((deadline is not None and time.monotonic() > deadline)
-                or (cancelled is not None and cancelled()))
-
     complete = True
     for name, family in TABLES:
         if family not in families:
@@ -113,3 +108,29 @@ def snapshot(proc_root: str = "/proc") -> np.ndarray:
     result = read_snapshot(proc_root)
     parsing.warn_malformed(result.malformed, os.path.join(proc_root, "net/tcp*"))
     return result.rows
+
+
+class ProcTables:
+    """The tables of the namespace ``proc_root`` lists (``/proc``: ours; ``/proc/PID``: that
+    process's), read whole at each call (see :func:`read_snapshot`)."""
+
+    kind = "proc"
+
+    def __init__(self, proc_root: str = "/proc", *, families: tuple[int, ...] = (4, 6)) -> None:
+        self.proc_root = proc_root
+        self._families = families
+
+    @property
+    def where(self) -> str:
+        return f"{self.proc_root}/net/tcp*"
+
+    def read(self, *, size_hint: int = 0, stop_reading: StopReading | None = None) -> Snapshot:
+        return read_tables(self.proc_root, size_hint=size_hint, stop_reading=stop_reading,
+                           families=self._families)
+
+    def destroy_events(self, warn: Warn) -> DestroyEvents | None:
+        """None: a poll of the tables sees what they list (TIME_WAIT included)."""
+        return None
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,88 @@
+"""Network namespaces: which one a procfs path lists, and sockets made inside another.
+
+A socket belongs to the namespace it was created in, for good: to read
+another namespace through netlink, a worker thread enters it (``setns()``,
+root or CAP_SYS_ADMIN), creates the socket, and ends; the rest of the process
+stays where it was.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable
+
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    if hasattr(os, "setns"):              # Python 3.12+
+        os.setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket]) -> socket.socket:
+    """The socket ``make()`` creates, in the namespace of ``netns_path`` (None: ours).
+
+    OSError, saying which namespace and why, when it cannot be entered.
+    """
+    if netns_path is None:
+        return make()
+    try:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot open network namespace {netns_path}: "
+                                   f"{error.strerror}") from None
+    result: dict[str, object] = {}
+
+    def enter_and_open() -> None:
+        try:
+            _setns(fd)
+            result["socket"] = make()
+        except OSError as error:
+            result["error"] = error
+
+    try:
+        worker = threading.Thread(target=enter_and_open, name="tcpfast-netns", daemon=True)
+        worker.start()
+        worker.join()
+    finally:
+        os.close(fd)
+    refused = result.get("error")
+    if refused is not None:
+        assert isinstance(refused, OSError)
+        hint = " (entering a namespace needs root)" if refused.errno == errno.EPERM else ""
+        raise OSError(refused.errno, f"cannot enter network namespace {netns_path}: "
+                                     f"{refused.strerror or refused}{hint}") from None
+    sock = result["socket"]
+    assert isinstance(sock, socket.socket)
+    return sock
+
+
+def namespace_of(proc_root: str) -> str | None:
+    """The namespace file whose sockets ``proc_root``'s tables list; None: our own.
+
+    Raises FileNotFoundError when ``proc_root`` has none (a directory of
+    recorded tables): netlink cannot read that, only /proc can.
+    """
+    # /proc/net is a link to /proc/self/net: follow it to the process it names.
+    tables = os.path.realpath(os.path.join(proc_root, "net"))
+    path = os.path.join(os.path.dirname(tables), "ns", "net")
+    theirs, ours = os.stat(path), os.stat("/proc/self/ns/net")
+    if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+        return None
+    return path
+
+
+def proc_root_of(netns_path: str) -> str | None:
+    """``/proc/PID`` for ``/proc/PID/ns/net`` (its tables are that namespace's), else None."""
+    match = re.fullmatch(r"(/proc/[0-9]+)/ns/net", os.path.normpath(netns_path))
+    return match.group(1) if match else None
