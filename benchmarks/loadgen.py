@@ -35,14 +35,24 @@ Limits beyond this module: fs.file-max, fs.nr_open and net.core.somaxconn
 each connection takes an entry, so more connections than nf_conntrack_max make
 the handshakes stall and ``LoadGenerator`` time out.
 
+With ``listeners=N`` the connections share N listeners instead, as a busy
+server's do (every connection to one listener has the same local end): the
+parent opens the listening sockets and hands them to every worker, each worker
+connects its clients from a source address of its own (127.2.0.W: its own
+ephemeral ports) and accepts as many connections as it opened, from the shared
+queue, in batches small enough for all workers at once to stay under the
+backlog. IPv4 only.
+
 Library use::
 
     with LoadGenerator(rows=100_000, ipv6_fraction=0.1) as load:
         ...  # load.connections, load.listen_addresses
+    with LoadGenerator(rows=160_001, listeners=1) as load:
+        ...  # 80,000 connections to one listener
 
 Command line::
 
-    python -m benchmarks.loadgen --rows 100000 [--ipv6-fraction 0.1]
+    python -m benchmarks.loadgen --rows 100000 [--ipv6-fraction 0.1] [--listeners N]
 """
 
 from __future__ import annotations
@@ -82,6 +92,8 @@ STOP_TIMEOUT = 10.0
 after SIGTERM, before they are killed."""
 
 IPV4_BASE = ipaddress.IPv4Address("127.1.0.0")
+CLIENT_BASE = ipaddress.IPv4Address("127.2.0.0")
+"""Shared listeners: worker W's clients connect from 127.2.0.W (ports of its own)."""
 IPV6_LOOPBACK = "::1"
 LINGER_ABORT = struct.pack("ii", 1, 0)
 WORKER_ARG = "--_worker"
@@ -129,6 +141,19 @@ def _split(pairs: int, ipv6_fraction: float) -> list[list[Target]]:
     return plan
 
 
+def _plan_shared(rows: int, listeners: int) -> list[list[Target]]:
+    """Workers' targets for connections to ``listeners`` shared listeners ("#K": the
+    Kth): at least one worker per listener, worker W on listener W mod N."""
+    pairs = (rows - listeners) // 2
+    workers = max(math.ceil(pairs / MAX_PAIRS_PER_WORKER), listeners)
+    plan = []
+    for listener in range(listeners):
+        mine = list(range(listener, workers, listeners))
+        share = _share(pairs, listeners, listener)
+        plan += [[(f"#{listener}", _share(share, len(mine), index))] for index in range(len(mine))]
+    return plan
+
+
 def _share(total: int, parts: int, index: int) -> int:
     return total // parts + (index < total % parts)
 
@@ -162,15 +187,25 @@ class LoadGenerator:
     part of the load exactly when its local or remote address is one of them.
     """
 
-    def __init__(self, rows: int, ipv6_fraction: float = 0.0, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._plan = plan_workers(rows, ipv6_fraction)
+    def __init__(self, rows: int, ipv6_fraction: float = 0.0, *, listeners: int | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._shared = listeners
+        self._listeners: list[socket.socket] = []
+        if listeners is not None:
+            if not 1 <= listeners < rows // 2 or ipv6_fraction:
+                raise ValueError("listeners must be 1 or more, fewer than the connections, "
+                                 "and IPv4 only")
+            self._plan = _plan_shared(rows, listeners)
+        else:
+            self._plan = plan_workers(rows, ipv6_fraction)
         if _uses_ipv6(self._plan) and not ipv6_loopback_usable():
             warnings.warn("cannot bind ::1, so every connection uses IPv4", RuntimeWarning, stacklevel=2)
             self._plan = plan_workers(rows, 0.0)
         self._timeout = timeout
         self._processes: list[subprocess.Popen[bytes]] = []
         self.connections = sum(count for targets in self._plan for _, count in targets)
-        self.rows = 2 * self.connections + sum(len(targets) for targets in self._plan)
+        self.rows = 2 * self.connections + (
+            listeners if listeners is not None else sum(len(targets) for targets in self._plan))
         self.workers = len(self._plan)
         self.ipv6 = _uses_ipv6(self._plan)
         self.listen_addresses: list[tuple[str, int]] = []
@@ -191,14 +226,24 @@ class LoadGenerator:
 
     def _start(self) -> None:
         script = os.path.abspath(__file__)
-        for targets in self._plan:
-            spec = json.dumps({"targets": targets, "timeout": self._timeout})
+        if self._shared is not None:
+            for index in range(self._shared):
+                self._listeners.append(_listen(str(IPV4_BASE + index + 1), []))
+        fds = [listener.fileno() for listener in self._listeners]
+        batch = max(16, min(CONNECT_BATCH, LISTEN_BACKLOG // max(1, len(self._plan))))
+        for index, targets in enumerate(self._plan):
+            spec = json.dumps({"targets": targets, "timeout": self._timeout, "shared": fds,
+                               "source": str(CLIENT_BASE + index + 1) if fds else None,
+                               "batch": batch if fds else CONNECT_BATCH})
             # -I: the script's directory must not shadow stdlib modules in the worker.
             self._processes.append(subprocess.Popen(
-                [sys.executable, "-I", script, WORKER_ARG, spec],
+                [sys.executable, "-I", script, WORKER_ARG, spec], pass_fds=fds,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True))
         reports = _collect_reports(self._processes, self._plan, time.monotonic() + self._timeout)
-        self.listen_addresses = [(host, port) for addresses in reports for host, port in addresses]
+        if self._listeners:
+            self.listen_addresses = [listener.getsockname()[:2] for listener in self._listeners]
+        else:
+            self.listen_addresses = [(host, port) for addresses in reports for host, port in addresses]
 
     def _stop(self, graceful: bool) -> None:
         """Close every worker's stdin (its stop signal), escalating to SIGTERM, then SIGKILL.
@@ -223,6 +268,9 @@ class LoadGenerator:
         for process in processes:
             assert process.stdout is not None
             process.stdout.close()
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
 
 
 def _collect_reports(processes: list[subprocess.Popen[bytes]], plan: list[list[Target]],
@@ -285,8 +333,14 @@ def _worker_main(spec_json: str) -> int:
         try:
             addresses = []
             for host, count in spec["targets"]:
-                listener = _listen(host, sockets)
-                _connect_pairs(listener, count, sockets, deadline)
+                if host.startswith("#"):              # a shared listener, handed over
+                    listener = socket.socket(fileno=spec["shared"][int(host[1:])])
+                    sockets.append(listener)
+                    listener.setblocking(False)
+                else:
+                    listener = _listen(host, sockets)
+                _connect_pairs(listener, count, sockets, deadline, spec.get("source"),
+                               spec.get("batch", CONNECT_BATCH))
                 addresses.append(listener.getsockname()[:2])
         except Exception:
             _report({"error": traceback.format_exc()})
@@ -322,18 +376,21 @@ def _listen(host: str, sockets: list[socket.socket]) -> socket.socket:
 
 
 def _connect_pairs(listener: socket.socket, count: int, sockets: list[socket.socket],
-                   deadline: float) -> None:
-    """Connect ``count`` clients to ``listener`` and accept them, a batch at a time.
+                   deadline: float, source: str | None = None, batch_size: int = CONNECT_BATCH) -> None:
+    """Connect ``count`` clients to ``listener`` (from ``source``, if given) and accept
+    as many, a batch at a time.
 
     Non-blocking connects cost one syscall each: on loopback the kernel completes
     the handshake on its own, and accepting the whole batch afterwards proves it did.
     """
     address = listener.getsockname()
     while count > 0:
-        batch = min(count, CONNECT_BATCH)
+        batch = min(count, batch_size)
         for _ in range(batch):
             client = _new_socket(listener.family, sockets)
             client.setblocking(False)
+            if source is not None:
+                client.bind((source, 0))
             error = client.connect_ex(address)
             if error not in (0, errno.EINPROGRESS):
                 raise OSError(error, f"connect to {address[:2]}: {os.strerror(error)}")
@@ -369,11 +426,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="rows to add to /proc/net/tcp{,6}: 2 per connection plus 1 per listener")
     parser.add_argument("--ipv6-fraction", type=float, default=0.0, metavar="F",
                         help="fraction of connections over ::1 (default 0)")
+    parser.add_argument("--listeners", type=int, metavar="N",
+                        help="connections share N listeners (IPv4), as a busy server's do")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"give up if the load is not up in this time (default {DEFAULT_TIMEOUT:g})")
     args = parser.parse_args(argv)
     try:
-        load = LoadGenerator(args.rows, args.ipv6_fraction, timeout=args.timeout)
+        load = LoadGenerator(args.rows, args.ipv6_fraction, listeners=args.listeners,
+                             timeout=args.timeout)
     except ValueError as exc:
         parser.error(str(exc))
     # Set both explicitly: a shell starts background jobs with SIGINT ignored,
