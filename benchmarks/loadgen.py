@@ -78,8 +78,8 @@ from typing import NoReturn
 MAX_PAIRS_PER_WORKER = 4_000
 """Client + accepted socket per pair: ~8,000 fds, well under a 20,000 RLIMIT_NOFILE."""
 
-MAX_ROWS = 1_000_000
-"""Bounds the processes and kernel memory one typo can claim (125 workers at most)."""
+MAX_ROWS = 1_100_000
+"""Bounds the processes and kernel memory one typo can claim (138 workers at most)."""
 
 LISTEN_BACKLOG = 4_096
 CONNECT_BATCH = 1_024
