@@ -2,7 +2,8 @@
 
 A held process prints ``ready`` once it runs where it was put, then takes
 commands on stdin (``unshare``: move to a new network namespace, answered
-``moved``; ``zombie``: fork a child that exits at once and is never reaped,
+``moved``; ``listen``: listen on a port of 0.0.0.0, answered with the port;
+``zombie``: fork a child that exits at once and is never reaped,
 answered with its pid) and exits when its stdin closes. It runs under Debian's
 /usr/bin/python3 where there is one, so that a user other than root may run
 it (pyenv's interpreters live under /root).
@@ -30,6 +31,12 @@ for line in sys.stdin:
         if libc.unshare(0x40000000) != 0:
             raise OSError(ctypes.get_errno(), "unshare")
         print("moved", flush=True)
+    elif line.strip() == "listen":
+        import socket
+        server = socket.socket()
+        server.bind(("0.0.0.0", 0))
+        server.listen()
+        print(server.getsockname()[1], flush=True)
     elif line.strip() == "zombie":
         child = os.fork()
         if child == 0:

@@ -191,6 +191,25 @@ def test_a_process_that_moves_is_found_in_its_new_namespace(netns, recheck_every
 
 
 @needs_root
+def test_what_was_opened_stays_with_its_namespace(netns):
+    """The checks the module's docstring gives a reader: an opened table (and namespace file)
+    stays the namespace it was opened in when its process moves; fstat() says which."""
+    with held("ip", "netns", "exec", netns) as process:
+        port = int(process.say("listen"))
+        key = key_of(f"/proc/{process.pid}")
+        namespace = by_pid(NamespaceFinder().scan())[process.pid]
+        with open(f"{namespace.proc_root}/net/tcp", "rb") as table, \
+                open(namespace.netns_path, "rb") as file:
+            assert process.say("unshare") == "moved"
+            assert key_of(f"/proc/{process.pid}") != key
+            assert (os.fstat(table.fileno()).st_dev, os.fstat(table.fileno()).st_ino) == key
+            assert os.fstat(file.fileno()).st_ino == namespace.netns != netns_inode(process.pid)
+            listening = f":{port:04X} 00000000:0000 0A"
+            assert listening in table.read().decode()
+            assert listening not in Path(namespace.proc_root, "net", "tcp").read_text()
+
+
+@needs_root
 def test_zombies_hold_no_namespace():
     with held("unshare", "-n") as parent:
         zombie = int(parent.say("zombie"))

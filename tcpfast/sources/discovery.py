@@ -43,6 +43,15 @@ other processes, in turn. A long-lived process that moves to another
 namespace is found there within ``recheck_every`` scans; ``recheck_every=1``
 stats every process at every scan.
 
+Between a scan and the reading of a namespace, its representative may exit
+and its pid go to another process, or the process may move: what was opened
+can be checked. A namespace file opened for setns is this namespace when its
+``fstat().st_ino`` is ``netns`` (where ``netns_is_inode``). Tables opened
+tcp6 first, then tcp, are this namespace's when tcp's ``fstat()`` gives
+``key`` (a process moves one way: had tcp6 been another namespace's, so
+would tcp). An opened table or namespace file stays bound to the namespace it
+was opened in.
+
 What is not found: a namespace no process is in (kept alive only by a bind
 mount such as ``ip netns add``'s, or by an open file), and one only a
 non-leader thread of a process has entered (``/proc/PID/net`` follows the
@@ -187,7 +196,7 @@ class NamespaceFinder:
             os.close(procfs)
         self._known = dict(sorted(found.items(), key=lambda item: item[1].pid))
         self._scans += 1
-        return NamespaceScan(self._known, len(listed), checked, exited, refused)
+        return NamespaceScan(dict(self._known), len(listed), checked, exited, refused)
 
     def _update(self, procfs: int, listed: list[tuple[int, int]]) -> int:
         """Bring each listed process's namespace up to date; returns how many were stat'ed."""
