@@ -142,9 +142,10 @@ _REFUSED: NamespaceKey = (-1, 1)
 class _Process:
     """What is known of one process: its namespace, and since how many scans."""
 
-    __slots__ = ("ident", "key", "tid", "times")
+    __slots__ = ("ident", "key", "pid", "tid", "times")
 
-    def __init__(self, ident: int) -> None:
+    def __init__(self, pid: int, ident: int) -> None:
+        self.pid = pid
         self.ident = ident              # inode of /proc/PID: another one means another process
         self.key: NamespaceKey = _EXITED
         self.tid = 0                    # the thread its namespace was read through (0: the leader)
@@ -167,7 +168,7 @@ class NamespaceFinder:
         self.recheck_every = recheck_every
         self._probes = probes
         self._euid = os.geteuid()
-        self._processes: dict[int, _Process] = {}
+        self._processes: dict[str, _Process] = {}        # by the name of /proc/PID
         self._known: dict[NamespaceKey, Namespace] = {}
         self._scans = 0
 
@@ -179,59 +180,65 @@ class NamespaceFinder:
         procfs = os.open(self.procfs, _DIRECTORY)
         try:
             with os.scandir(procfs) as entries:
-                listed = sorted((int(entry.name), entry.inode()) for entry in entries
-                                if entry.name.isdigit())
-            checked = self._update(procfs, listed)
-            members: dict[NamespaceKey, list[int]] = {}
-            exited = refused = 0
-            for pid, process in self._processes.items():
-                if process.key == _EXITED:
-                    exited += 1
-                elif process.key == _REFUSED:
-                    refused += 1
-                else:
-                    members.setdefault(process.key, []).append(pid)
-            found = {key: self._namespace(procfs, key, tuple(pids)) for key, pids in members.items()}
+                listed = [(entry.name, entry.inode()) for entry in entries if entry.name.isdigit()]
+            members, checked = self._update(procfs, listed)
+            exited = len(members.pop(_EXITED, ()))
+            refused = len(members.pop(_REFUSED, ()))
+            found = {key: self._namespace(procfs, key, tuple(sorted(pids)))
+                     for key, pids in members.items()}
         finally:
             os.close(procfs)
         self._known = dict(sorted(found.items(), key=lambda item: item[1].pid))
         self._scans += 1
         return NamespaceScan(dict(self._known), len(listed), checked, exited, refused)
 
-    def _update(self, procfs: int, listed: list[tuple[int, int]]) -> int:
-        """Bring each listed process's namespace up to date; returns how many were stat'ed."""
+    def _update(self, procfs: int, listed: list[tuple[str, int]]
+                ) -> tuple[dict[NamespaceKey, list[int]], int]:
+        """Bring each listed process's namespace up to date: the pids of each namespace
+        (and of _EXITED, _REFUSED), and how many processes were stat'ed."""
         previous = self._processes
         representatives = {namespace.pid for namespace in self._known.values()}
-        turn = self._scans % self.recheck_every
-        current: dict[int, _Process] = {}
+        every, turn = self.recheck_every, self._scans % self.recheck_every
+        current: dict[str, _Process] = {}
+        members: dict[NamespaceKey, list[int]] = {}
         checked: set[int] = set()
-        for pid, ident in listed:
-            process = previous.get(pid)
+        for name, ident in listed:
+            process = previous.get(name)
             if process is None or process.ident != ident:
-                process = _Process(ident)
-            elif not (process.times < SETTLED or pid in representatives
-                      or pid % self.recheck_every == turn):
-                current[pid] = process
-                continue
-            self._check(procfs, pid, process)
-            checked.add(pid)
-            current[pid] = process
+                process = _Process(int(name), ident)
+                self._check(procfs, process)
+                checked.add(process.pid)
+            elif process.times < SETTLED or process.pid in representatives or process.pid % every == turn:
+                self._check(procfs, process)
+                checked.add(process.pid)
+            current[name] = process
+            pids = members.get(process.key)
+            if pids is None:
+                members[process.key] = [process.pid]
+            else:
+                pids.append(process.pid)
+        self._processes = current
         # A namespace whose representative left it, or is gone: check it whole now.
+        regroup = False
         for namespace in self._known.values():
-            process = current.get(namespace.pid)
+            process = current.get(str(namespace.pid))
             if process is not None and process.key == namespace.key:
                 continue
             for pid in namespace.pids:
-                process = current.get(pid)
+                process = current.get(str(pid))
                 if process is not None and pid not in checked:
-                    self._check(procfs, pid, process)
+                    self._check(procfs, process)
                     checked.add(pid)
-        self._processes = current
-        return len(checked)
+                    regroup = True
+        if regroup:
+            members = {}
+            for process in current.values():
+                members.setdefault(process.key, []).append(process.pid)
+        return members, len(checked)
 
-    def _check(self, procfs: int, pid: int, process: _Process) -> None:
-        """Stat ``pid``'s table: which namespace it is in now."""
-        tid = 0
+    def _check(self, procfs: int, process: _Process) -> None:
+        """Stat the process's table: which namespace it is in now."""
+        pid, tid = process.pid, 0
         try:
             status = os.stat(f"{pid}/{_TABLE}", dir_fd=procfs)
         except FileNotFoundError:
@@ -298,7 +305,7 @@ class NamespaceFinder:
         return f"{self.procfs}/{self._relative_root(pid)}"
 
     def _relative_root(self, pid: int) -> str:
-        process = self._processes.get(pid)
+        process = self._processes.get(str(pid))
         tid = process.tid if process is not None else 0
         return f"{pid}/task/{tid}" if tid else str(pid)
 
