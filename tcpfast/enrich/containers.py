@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Hashable, Iterable
 from typing import NamedTuple
 
 DEFAULT_POD_LOGS = "/var/log/pods"
@@ -201,10 +201,8 @@ class PodLogs:
     and ``error`` says why.
     """
 
-    def __init__(self, path: str = DEFAULT_POD_LOGS, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str = DEFAULT_POD_LOGS) -> None:
         self.path = path
-        self._clock = clock
         self._pods: dict[str, Pod] = {}
         self._seen: tuple[int, int, int] | None = None   # (st_dev, st_ino, st_mtime_ns) listed
         self._trusted = False
@@ -253,4 +251,4 @@ class PodLogs:
             pods[match.group("uid")] = Pod(match.group("namespace"), match.group("name"))
         self._pods, self.skipped, self.error = pods, skipped, None
         self._seen = (before.st_dev, before.st_ino, before.st_mtime_ns)
-        self._trusted = self._clock() - before.st_mtime > RACY_SECONDS
+        self._trusted = time.time() - before.st_mtime > RACY_SECONDS
