@@ -1,4 +1,4 @@
-"""Every network namespace of a procfs, found again at each poll by a stat() per process.
+"""Every network namespace of a procfs, found again at each poll from the inode of each process's net/tcp.
 
 Why this way: ``/proc/PID/net/tcp`` is the table of PID's network namespace,
 and its inode number (``st_ino``) belongs to that namespace's own /proc/net
