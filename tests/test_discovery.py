@@ -115,8 +115,9 @@ def test_each_namespace_once_with_its_processes(netns):
         own = found[os.getpid()]
         assert own.netns == netns_inode("self")
     assert len({namespace.key for namespace in (named, unshared, own)}) == 3
-    netns_ids = [namespace.netns for namespace in scan.namespaces.values()]
-    assert len(set(netns_ids)) == len(netns_ids)
+    for field in ("netns", "serial"):
+        values = [getattr(namespace, field) for namespace in scan.namespaces.values()]
+        assert len(set(values)) == len(values)
     assert scan.refused == 0
     assert scan.processes >= len(found)
 
@@ -157,8 +158,8 @@ def test_the_representative_stays_until_it_leaves(netns):
         assert before.pid == first.pid < second.pid
         first.end()
         after = by_pid(finder.scan())[second.pid]
-        assert (after.key, after.netns, after.pid, after.pids) == (before.key, before.netns,
-                                                                   second.pid, (second.pid,))
+        assert (after.key, after.serial, after.netns, after.pid, after.pids) == (
+            before.key, before.serial, before.netns, second.pid, (second.pid,))
         with held("ip", "netns", "exec", netns) as third:
             joined = by_pid(finder.scan())[third.pid]
             assert (joined.pid, joined.pids, joined.netns) == (second.pid, (second.pid, third.pid),
@@ -326,11 +327,15 @@ def test_a_reused_table_inode_with_none_of_its_processes_is_a_new_namespace(fake
     table, first = fake.namespace("a")
     fake.process(100, "a")
     finder = NamespaceFinder(str(fake.root))
-    assert namespaces_of(finder.scan()) == {table: (first, (100,))}
+    scan = finder.scan()
+    assert namespaces_of(scan) == {table: (first, (100,))}
     second = fake.renew("a")                          # the namespace ends, its table's inode is
     fake.exit(100)                                    # handed to a new one (with its own inode)
     fake.process(200, "a")
-    assert namespaces_of(finder.scan()) == {table: (second, (200,))}
+    again = finder.scan()
+    assert namespaces_of(again) == {table: (second, (200,))}
+    [before], [after] = scan.namespaces.values(), again.namespaces.values()
+    assert after.serial != before.serial
 
 
 def test_a_namespace_keeps_its_identifier_when_its_representative_leaves(fake):
@@ -338,11 +343,13 @@ def test_a_namespace_keeps_its_identifier_when_its_representative_leaves(fake):
     fake.process(100, "a")
     fake.process(101, "a")
     finder = NamespaceFinder(str(fake.root))
-    assert finder.scan().namespaces[(os.stat(fake.root).st_dev, table)].pid == 100
+    first = finder.scan().namespaces[(os.stat(fake.root).st_dev, table)]
+    assert first.pid == 100
     fake.renew("a")                                   # same namespace: its identifier was read
     fake.exit(100)                                    # once, and is not read again
     namespace = finder.scan().namespaces[(os.stat(fake.root).st_dev, table)]
     assert (namespace.netns, namespace.pid, namespace.pids) == (inode, 101, (101,))
+    assert namespace.serial == first.serial
 
 
 def test_a_reused_pid_is_a_new_process(fake):

@@ -24,7 +24,9 @@ a namespace's ``netns`` never changes while it lives. The kernel hands out
 both kinds of number again once their namespace is gone, and a new namespace
 may get the numbers of one that just ended (a restarted container): so a
 namespace found under a known table inode but with none of the processes
-seen in it at the previous scan is taken as a new namespace.
+seen in it at the previous scan is taken as a new namespace, with a new
+``serial`` (the finder's own number for each namespace it sees: what state
+kept per namespace should be keyed by).
 
 Its representative (``Namespace.pid``, whose tables are read and whose
 ``ns/net`` is entered): the lowest pid whose ``ns/net`` tcpfast may open, else
@@ -70,7 +72,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 NamespaceKey = tuple[int, int]
 """(st_dev, st_ino) of a namespace's ``net/tcp`` table as the procfs shows it."""
@@ -92,6 +94,10 @@ class Namespace:
     """One network namespace, as a scan found it."""
 
     key: NamespaceKey
+    serial: int
+    """This finder's number for the namespace, given when it first sees it and kept for
+    the namespace's life: a new namespace under a reused ``key`` (and, without the
+    rights to read its own inode, the same ``netns``) gets a new one."""
     netns: int
     """The namespace's identifier: see the module's docstring."""
     netns_is_inode: bool
@@ -171,6 +177,7 @@ class NamespaceFinder:
         self._processes: dict[str, _Process] = {}        # by the name of /proc/PID
         self._known: dict[NamespaceKey, Namespace] = {}
         self._scans = 0
+        self._serials = 0
 
     def scan(self) -> NamespaceScan:
         """Every namespace a process of the procfs is in now.
@@ -260,25 +267,25 @@ class NamespaceFinder:
 
     def _namespace(self, procfs: int, key: NamespaceKey, members: tuple[int, ...]) -> Namespace:
         """``key``'s namespace: the one known under that key if any of its processes is
-        still in it, else a new one (named, and its representative chosen, afresh)."""
+        still in it, else a new one (named, numbered, and its representative chosen afresh)."""
         known = self._known.get(key)
         if known is not None and not set(known.pids).isdisjoint(members):
             if known.pid in members and known.proc_root == self._root_of(known.pid):
-                return Namespace(key, known.netns, known.netns_is_inode, known.pid, members,
-                                 known.proc_root, known.openable)
+                return replace(known, pids=members)
             # Its representative left: the next one that opens, as this namespace.
             wanted = known.netns if known.netns_is_inode else None
             pid = next((pid for pid, inode in self._openable(procfs, members)
                         if wanted is None or inode == wanted), None)
-            if pid is None:
-                return Namespace(key, known.netns, known.netns_is_inode, members[0], members,
-                                 self._root_of(members[0]), False)
-            return Namespace(key, known.netns, known.netns_is_inode, pid, members,
-                             self._root_of(pid), True)
+            return replace(known, pid=members[0] if pid is None else pid, pids=members,
+                           proc_root=self._root_of(members[0] if pid is None else pid),
+                           openable=pid is not None)
+        self._serials += 1
         for pid, inode in self._openable(procfs, members):
-            return Namespace(key, inode, True, pid, members, self._root_of(pid), True)
-        return Namespace(key, key[1], False, members[0], members, self._root_of(members[0]),
-                         False)
+            return Namespace(key=key, serial=self._serials, netns=inode, netns_is_inode=True, pid=pid,
+                             pids=members, proc_root=self._root_of(pid), openable=True)
+        return Namespace(key=key, serial=self._serials, netns=key[1], netns_is_inode=False,
+                         pid=members[0], pids=members, proc_root=self._root_of(members[0]),
+                         openable=False)
 
     def _openable(self, procfs: int, members: tuple[int, ...]) -> Iterator[tuple[int, int]]:
         """(pid, namespace inode) of members whose ``ns/net`` may be opened, ascending.
