@@ -32,7 +32,7 @@ import pytest
 
 from benchmarks.sleepers import Sleepers
 from benchmarks.test_netlink import interleaved, record_dump, report
-from tcpfast.sources import netlink, proc
+from tcpfast.sources import proc, sockdiag
 from tcpfast.sources.discovery import NamespaceFinder
 
 PROCESSES = int(os.environ.get("TCPFAST_BENCH_PROCESSES", "1000"))
@@ -125,10 +125,10 @@ def test_d2_tables_of_empty_namespaces(benchmark, shared_hash_load):
         sleepers.__enter__()
     except RuntimeError as error:
         pytest.skip(str(error))
-    diags: list[netlink.SockDiag] = []
+    diags: list[sockdiag.SockDiag] = []
     try:
         roots = [f"/proc/{group[0]}" for group in sleepers.groups]
-        diags = [netlink.SockDiag(f"{root}/ns/net") for root in roots]
+        diags = [sockdiag.SockDiag(f"{root}/ns/net") for root in roots]
         assert all(len(diag.dump().rows) == 0 for diag in diags)
         assert all(len(proc.read_snapshot(root).rows) == 0 for root in roots)
         allocated = benchmark.extra_info["tcp_sockets_allocated_host_wide"] = tcp_allocated()
