@@ -10,6 +10,7 @@ library's entry points.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import numpy as np
 
 from . import proc
 from .base import Snapshot, Source, Warn, stop_reading_at
+from .netns import namespace_id, namespace_of, proc_root_of
 from .proc import TABLES, ProcTables, read_table
 
 SOURCES = ("proc", "netlink")
@@ -33,24 +35,32 @@ def open_source(kind: str = "proc", proc_root: str = "/proc", netns_path: str | 
     be entered is an OSError (watching some other namespace instead would be wrong).
     """
     warn = warn or _warn_once
-    if kind == "proc":
-        return ProcTables(proc_root, families=families)
-    if kind != "netlink":
+    if kind not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {kind!r}")
+    if netns_path is None:
+        netns = namespace_id(proc_root)
+    else:
+        try:
+            netns = os.stat(netns_path).st_ino      # what is entered must be this one
+        except OSError as error:
+            raise OSError(error.errno, f"cannot open network namespace {netns_path}: "
+                                       f"{error.strerror}") from None
+        proc_root = proc_root_of(netns_path) or ""
+    if kind == "proc":
+        return ProcTables(proc_root, families=families, netns=netns)
     from .fallback import FallbackSource  # netlink's imports only when it is asked for
     from .netlink import NetlinkSource
-    from .netns import namespace_of, proc_root_of
+    fallback = ProcTables(proc_root, families=families, netns=netns) if proc_root else None
     if netns_path is not None:
-        root = proc_root_of(netns_path)
-        fallback = ProcTables(root, families=families) if root else None
-        return FallbackSource(NetlinkSource(netns_path, families=families), fallback, warn)
+        return FallbackSource(NetlinkSource(netns_path, families=families, netns=netns, inode=netns),
+                              fallback, warn)
     try:
-        primary = NetlinkSource(namespace_of(proc_root), families=families)
+        primary = NetlinkSource(namespace_of(proc_root), families=families, netns=netns)
     except OSError as error:
-        return FallbackSource(None, ProcTables(proc_root, families=families), warn,
+        return FallbackSource(None, fallback, warn,
                               failure=f"cannot dump {proc_root}'s sockets through netlink "
                                       f"({error.strerror or error})")
-    return FallbackSource(primary, ProcTables(proc_root, families=families), warn)
+    return FallbackSource(primary, fallback, warn)
 
 
 _shared: dict[tuple[str, str, tuple[int, ...]], Source] = {}
@@ -91,9 +101,6 @@ def read_snapshot(proc_root: str = "/proc", *, source: str = "proc", size_hint: 
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
     stop_reading = stop_reading_at(deadline, cancelled)
-    if source == "proc":
-        return proc.read_tables(proc_root, size_hint=size_hint, stop_reading=stop_reading,
-                                families=families)
     return shared_source(source, proc_root, families).read(size_hint=size_hint,
                                                            stop_reading=stop_reading)
 

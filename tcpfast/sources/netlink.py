@@ -7,6 +7,7 @@ fallback to /proc is :class:`tcpfast.sources.fallback.FallbackSource`'s job.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 
 from .base import Snapshot, StopReading, Warn
@@ -20,19 +21,23 @@ class NetlinkSource:
 
     ``states`` (kernel state codes; None: every state /proc lists) is pushed into
     the kernel's dump filter; ``request`` is TCPDIAG_GETSOCK (one walk for both
-    families) or SOCK_DIAG_BY_FAMILY. OSError when the namespace cannot be
-    entered or the socket made.
+    families) or SOCK_DIAG_BY_FAMILY. Rows are stamped with ``netns`` (the
+    namespace's identifier; None: its inode number; 0: none); ``inode``: the
+    namespace file must be that namespace. OSError when the namespace cannot be entered or the socket made.
     """
 
     kind = "netlink"
 
     def __init__(self, netns_path: str | None = None, *, request: int = TCPDIAG_GETSOCK,
-                 states: Collection[int] | None = None,
-                 families: tuple[int, ...] = (4, 6)) -> None:
+                 states: Collection[int] | None = None, families: tuple[int, ...] = (4, 6),
+                 netns: int | None = None, inode: int | None = None) -> None:
         self.netns_path = netns_path
+        if netns is None:
+            netns = os.stat(netns_path or "/proc/self/ns/net").st_ino
+        self.netns = netns
         self._states = states
         self._families = families
-        self._diag = SockDiag(netns_path, request)
+        self._diag = SockDiag(netns_path, request, netns=netns, inode=inode)
 
     @property
     def where(self) -> str:
@@ -43,7 +48,7 @@ class NetlinkSource:
                                stop_reading=stop_reading)
 
     def destroy_events(self, warn: Warn) -> DestroyEvents | None:
-        return open_destroy_events(self.netns_path, warn)
+        return open_destroy_events(self.netns_path, warn, netns=self.netns)
 
     def close(self) -> None:
         self._diag.close()

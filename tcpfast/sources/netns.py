@@ -29,10 +29,13 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket]) -> socket.socket:
+def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket],
+                      inode: int | None = None) -> socket.socket:
     """The socket ``make()`` creates, in the namespace of ``netns_path`` (None: ours).
 
-    OSError, saying which namespace and why, when it cannot be entered.
+    OSError, saying which namespace and why, when it cannot be entered, or when
+    the file opened is not the namespace ``inode`` (a process's ``ns/net`` whose
+    pid went to another process).
     """
     if netns_path is None:
         return make()
@@ -41,6 +44,9 @@ def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket])
     except OSError as error:
         raise OSError(error.errno, f"cannot open network namespace {netns_path}: "
                                    f"{error.strerror}") from None
+    if inode is not None and os.fstat(fd).st_ino != inode:
+        os.close(fd)
+        raise OSError(errno.ESTALE, f"{netns_path} is no longer network namespace {inode}")
     result: dict[str, object] = {}
 
     def enter_and_open() -> None:
@@ -80,6 +86,21 @@ def namespace_of(proc_root: str) -> str | None:
     if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
         return None
     return path
+
+
+def namespace_id(proc_root: str) -> int:
+    """The identifier of the namespace ``proc_root``'s tables list: its own inode number
+    (the N of ``net:[N]``), or, where this user may not look at that (another user's
+    process), the inode number of its ``net/tcp`` table (as tcpfast.sources.discovery
+    names namespaces); 0 when ``proc_root`` holds no namespace's tables (recorded ones)."""
+    try:
+        path = namespace_of(proc_root) or "/proc/self/ns/net"
+    except OSError:
+        return 0
+    try:
+        return os.stat(path).st_ino
+    except PermissionError:
+        return os.stat(os.path.join(proc_root, "net", "tcp")).st_ino
 
 
 def proc_root_of(netns_path: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ import numpy as np
 from ..decode import parsing
 from ..diff import keys
 from .base import Snapshot, StopReading, Warn, stop_reading_at
+from .netns import namespace_id
 
 if TYPE_CHECKING:
     from .netlink_events import DestroyEvents
@@ -23,20 +25,30 @@ TABLES: tuple[tuple[str, int], ...] = (("net/tcp", 4), ("net/tcp6", 6))
 CHUNK_BYTES = 256 * 1024
 
 
+class NamespaceMoved(OSError):
+    """A table opened is not the namespace's it was meant to be (its process moved or
+    exited, and its pid went to another): nothing of it was read."""
+
+
 def _read_into(collector: parsing.RowCollector, path: str, family: int,
-               stop_reading: StopReading | None) -> bool:
+               stop_reading: StopReading | None, expect: tuple[int, int] | None = None) -> bool:
     """Parse one table into ``collector`` as it is read; False if cut short.
 
     The kernel hands /proc files out about a page per read(); reads are
     gathered into a reused chunk, and each full chunk is parsed at once, so
     the text of a large table is never held whole. ``stop_reading()`` is
     asked after every read(); once it is true, the lines in hand are parsed
-    and reading stops.
+    and reading stops. ``expect``: the (st_dev, st_ino) the opened table must have
+    (NamespaceMoved otherwise).
     """
     chunk = bytearray(CHUNK_BYTES)
     filled = 0
     complete = True
     with open(path, "rb", buffering=0) as table:
+        if expect is not None:
+            opened = os.fstat(table.fileno())
+            if (opened.st_dev, opened.st_ino) != expect:
+                raise NamespaceMoved(errno.ESTALE, f"{path} is another namespace's now")
         view = memoryview(chunk)
         while True:
             got = table.readinto(view[filled:])
@@ -81,25 +93,34 @@ def read_snapshot(proc_root: str = "/proc", *, size_hint: int = 0,
     stops there, after at least its first chunk, and the snapshot says so;
     so it does as soon as ``cancelled()`` is true (a stop signal, say).
     ``families=(4,)`` reads only /proc/net/tcp (tcp6 costs a walk of every socket).
+    Rows carry the namespace's identifier (:func:`tcpfast.sources.netns.namespace_id`).
     """
     return read_tables(proc_root, size_hint=size_hint,
-                       stop_reading=stop_reading_at(deadline, cancelled), families=families)
+                       stop_reading=stop_reading_at(deadline, cancelled), families=families,
+                       netns=namespace_id(proc_root))
 
 
 def read_tables(proc_root: str, *, size_hint: int = 0, stop_reading: StopReading | None = None,
-                families: tuple[int, ...] = (4, 6)) -> Snapshot:
-    """read_snapshot's work, stopped by ``stop_reading()`` (see ProcTables.read)."""
+                families: tuple[int, ...] = (4, 6), netns: int = 0,
+                table_key: tuple[int, int] | None = None) -> Snapshot:
+    """read_snapshot's work, stopped by ``stop_reading()`` (see ProcTables.read); rows
+    get ``netns`` (when not 0). With ``table_key`` (the namespace's net/tcp, as
+    discovery found it), tcp6 is read first and tcp must still be that table: a
+    process moves from namespace to namespace one way, so both were its namespace's."""
     collector = parsing.RowCollector(first_block_rows=size_hint + size_hint // 8)
     complete = True
-    for name, family in TABLES:
+    for name, family in reversed(TABLES) if table_key else TABLES:
         if family not in families:
             continue
         try:
-            complete &= _read_into(collector, os.path.join(proc_root, name), family, stop_reading)
+            complete &= _read_into(collector, os.path.join(proc_root, name), family, stop_reading,
+                                   table_key if family == 4 else None)
         except FileNotFoundError:
             if family == 4:
                 raise
     rows, duplicates = keys.unique(collector.rows())
+    if netns:
+        rows["netns"] = netns
     return Snapshot(rows, collector.malformed, duplicates, complete)
 
 
@@ -112,13 +133,21 @@ def snapshot(proc_root: str = "/proc") -> np.ndarray:
 
 class ProcTables:
     """The tables of the namespace ``proc_root`` lists (``/proc``: ours; ``/proc/PID``: that
-    process's), read whole at each call (see :func:`read_snapshot`)."""
+    process's), read whole at each call (see :func:`read_snapshot`).
+
+    Rows are stamped with ``netns``, the namespace's identifier (None: as
+    :func:`tcpfast.sources.netns.namespace_id` finds it; 0: none, as for a
+    directory of recorded tables); ``table_key``: see :func:`read_tables`.
+    """
 
     kind = "proc"
 
-    def __init__(self, proc_root: str = "/proc", *, families: tuple[int, ...] = (4, 6)) -> None:
+    def __init__(self, proc_root: str = "/proc", *, families: tuple[int, ...] = (4, 6),
+                 netns: int | None = None, table_key: tuple[int, int] | None = None) -> None:
         self.proc_root = proc_root
+        self.netns = namespace_id(proc_root) if netns is None else netns
         self._families = families
+        self._table_key = table_key
 
     @property
     def where(self) -> str:
@@ -126,7 +155,7 @@ class ProcTables:
 
     def read(self, *, size_hint: int = 0, stop_reading: StopReading | None = None) -> Snapshot:
         return read_tables(self.proc_root, size_hint=size_hint, stop_reading=stop_reading,
-                           families=self._families)
+                           families=self._families, netns=self.netns, table_key=self._table_key)
 
     def destroy_events(self, warn: Warn) -> DestroyEvents | None:
         """None: a poll of the tables sees what they list (TIME_WAIT included)."""

@@ -94,12 +94,14 @@ class SockDiag:
     measured faster) or SOCK_DIAG_BY_FAMILY (one walk per family).
     """
 
-    def __init__(self, netns_path: str | None = None, request: int = TCPDIAG_GETSOCK) -> None:
+    def __init__(self, netns_path: str | None = None, request: int = TCPDIAG_GETSOCK, *,
+                 netns: int = 0, inode: int | None = None) -> None:
         if request not in (TCPDIAG_GETSOCK, SOCK_DIAG_BY_FAMILY):
             raise ValueError(f"unknown sock_diag request type {request}")
         self.netns_path = netns_path
         self.request = request
-        self._socket: socket.socket | None = open_in_namespace(netns_path, _new_socket)
+        self.netns = netns                  # stamped into every row (0: none)
+        self._socket: socket.socket | None = open_in_namespace(netns_path, _new_socket, inode)
         self._buffer = bytearray(RECV_BYTES)
         self._seq = 0
         self._reply = _Reply(0, request)
@@ -147,6 +149,8 @@ class SockDiag:
             if self.request == TCPDIAG_GETSOCK and tuple(families) != (4, 6):
                 rows = rows[np.isin(rows["family"], families)]
             rows, duplicates = keys.unique(rows)
+            if self.netns:
+                rows["netns"] = self.netns
             return Snapshot(rows, collector.malformed, duplicates, complete)
 
     def _next_seq(self) -> int:
