@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__, backend
 from .detect import AllowList, ScanDetector
+from .enrich.containers import DEFAULT_POD_LOGS, HolderLookup, PodLogs
 from .enrich.direction import ephemeral_ports
 from .enrich.owners import DEFAULT_BUDGET, OwnerFinder, procfs_of
 from .events import Poll
@@ -20,7 +21,8 @@ from .outputs.printer import EVENT_KINDS, EventPrinter
 from .outputs.writer import LineWriter, OutputError
 from .poller import Poller
 from .schema import STATE_CODES
-from .sources import TABLES, open_source
+from .sources import TABLES, Source, open_source
+from .sources.namespaces import AllNamespaces
 from .watch import Watcher
 
 if TYPE_CHECKING:
@@ -149,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "sock_diag dump (netlink, as ss: about 0.6x the kernel's CPU, "
                              "one walk for both families; falls back to /proc with a "
                              "warning) (default: proc, or netlink with --netns)")
+    parser.add_argument("--all-netns", action="store_true",
+                        help="watch every network namespace of the procfs (PROC_ROOT's: /proc, "
+                             "or the host's from a container run with --pid host): each "
+                             "connection with its namespace (netns) and the container or pod "
+                             "that holds it; through netlink where tcpfast may enter "
+                             "namespaces (CAP_SYS_ADMIN), their /proc tables otherwise")
+    parser.add_argument("--pod-logs", metavar="DIR",
+                        help="the kubelet's pod log directory, which names pods by UID, for "
+                             "pod_namespace and pod_name with --all-netns (default: "
+                             f"{DEFAULT_POD_LOGS} where it exists)")
     parser.add_argument("--netns", metavar="PATH",
                         help="watch the network namespace of PATH, a /var/run/netns/NAME or "
                              "/proc/PID/ns/net file, through netlink (needs root)")
@@ -245,8 +257,20 @@ def main(argv: list[str] | None = None) -> int:
         _warn(f"--metrics: cannot listen on {args.metrics[0]}:{args.metrics[1]}: "
               f"{error.strerror or error}")
         return EXIT_INPUT_ERROR
+    if args.all_netns and args.netns:
+        parser.error("--all-netns watches every namespace: leave out --netns")
+    holders = None
+    source: Source
     try:
-        source = open_source(_source_kind(args), args.proc_root, args.netns, warn=_warn)
+        if args.all_netns:
+            every = AllNamespaces(procfs_of(args.proc_root), warn=_warn,
+                                  netlink=None if args.source is None else args.source == "netlink")
+            pod_logs = args.pod_logs or (DEFAULT_POD_LOGS if os.path.isdir(DEFAULT_POD_LOGS) else None)
+            holders = HolderLookup(lambda: every.namespaces.values(), procfs_of(args.proc_root),
+                                   PodLogs(pod_logs) if pod_logs else None)
+            source = every
+        else:
+            source = open_source(_source_kind(args), args.proc_root, args.netns, warn=_warn)
     except OSError as error:                        # --netns: not entered, nothing to read
         _warn(error.strerror or str(error))
         return EXIT_INPUT_ERROR
@@ -265,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         _emitter(printer, metrics),
         _warn, source=source, read_timeout=read_timeout,
         cancelled=lambda: stop.requested, owners=owners, detector=detector, firewall=firewall,
-        destroyed=destroyed)
+        destroyed=destroyed, holders=holders)
     poll = metrics.timed(poller.poll) if metrics else poller.poll
 
     def poll_and_go_on() -> None:

@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from .detect.scans import ScanDetector
+from .enrich.containers import HolderLookup
 from .enrich.direction import IN
 from .enrich.owners import OwnerFinder
 from .events import Poll
@@ -33,6 +34,7 @@ class Poller:
     once on ``warn``, and so is the first complete poll after them. What a cut
     poll did not reach is reported by the next poll that reaches it.
     With ``owners``, each new connection's holding process is looked up; with
+    ``holders``, the container or pod of each event's connection; with
     ``detector``, port scans are looked for among the inbound connections that
     appeared (whatever state they are in, whatever is printed), and with
     ``firewall`` their sources are blocked.
@@ -43,7 +45,8 @@ class Poller:
                  cancelled: Callable[[], bool] | None = None,
                  owners: OwnerFinder | None = None, detector: ScanDetector | None = None,
                  firewall: Firewall | None = None,
-                 destroyed: DestroyEvents | None = None) -> None:
+                 destroyed: DestroyEvents | None = None,
+                 holders: HolderLookup | None = None) -> None:
         self._watcher = watcher
         self._owners = owners
         self._detector = detector
@@ -54,8 +57,10 @@ class Poller:
         self._read_timeout = read_timeout
         self._cancelled = cancelled
         self._destroyed = destroyed         # sockets destroyed between polls
+        self._holders = holders             # which container or pod holds each connection
         self._expected_rows = 0
         self.cut_short_polls = 0            # all of them, since the start
+        self._unread_in_a_row = 0
         self._cut_in_a_row = 0
         self.polls = 0
 
@@ -81,6 +86,7 @@ class Poller:
         if snapshot.malformed:
             self._warn(f"skipped {snapshot.malformed} malformed row(s) in {self.where}")
         self._track_cut_short(snapshot)
+        self._track_unread(snapshot)
         short_lived = (None if destroyed is None
                        else self._watcher.opened_and_closed(*destroyed, listeners=snapshot.rows))
         result = self._watcher.update(snapshot, time.time())
@@ -89,6 +95,11 @@ class Poller:
             result = replace(result, new=replace(result.new, owners=owners))
         if short_lived is not None:
             result = replace(result, new_and_closed=short_lived)
+        if self._holders is not None:
+            self._holders.update()
+            result = replace(result, new=self._holders.annotate(result.new),
+                             closed=self._holders.annotate(result.closed),
+                             new_and_closed=self._holders.annotate(result.new_and_closed))
         if self._detector is not None and not result.first:
             # Inbound connections that appeared, or came and went between polls (a
             # connect() scan closes each probe at once: only netlink's events see those).
@@ -99,6 +110,19 @@ class Poller:
             result = replace(result, scans=tuple(scans), blocks=tuple(blocks))
         self._emit(result)
         return result
+
+    def _track_unread(self, snapshot: Snapshot) -> None:
+        """Namespaces found but not read (gone, moved or refused between the scan and
+        the read): said at the first poll of a run of them, and when it ends."""
+        if snapshot.unread:
+            if not self._unread_in_a_row:
+                self._warn(f"could not read {snapshot.unread} network namespace(s) of "
+                           f"{self.where}: their connections are kept as they were until a "
+                           "poll reads them or finds them gone (said once until all are read)")
+            self._unread_in_a_row += 1
+        elif self._unread_in_a_row:
+            self._warn(f"every namespace read again after {self._unread_in_a_row} poll(s)")
+            self._unread_in_a_row = 0
 
     def _track_cut_short(self, snapshot: Snapshot) -> None:
         cancelled = self._cancelled is not None and self._cancelled()

@@ -121,7 +121,7 @@ class Watcher:
         alive = np.zeros(len(before.rows), dtype=bool)       # ... and still has a socket
         alive[index[seen & (inode != 0)]] = True
         ended = ~alive & (before.inode != 0)
-        if snapshot.complete:
+        if snapshot.complete and not snapshot.unread:
             self._known = current
         else:           # what the read did not reach is still open, as far as we know
             ended &= listed

@@ -38,8 +38,16 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Hashable, Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from ..events import Holder, RowEvents
+
+if TYPE_CHECKING:
+    from ..sources.discovery import Namespace
 
 DEFAULT_POD_LOGS = "/var/log/pods"
 """The kubelet's default pod log directory (``--pod-logs`` defaults to it where it exists)."""
@@ -252,3 +260,61 @@ class PodLogs:
         self._pods, self.skipped, self.error = pods, skipped, None
         self._seen = (before.st_dev, before.st_ino, before.st_mtime_ns)
         self._trusted = time.time() - before.st_mtime > RACY_SECONDS
+
+
+class HolderLookup:
+    """Which container or pod holds each event's connection (``--all-netns``).
+
+    ``namespaces()`` gives the namespaces read at the last poll (discovery's, with
+    their processes); each poll, :meth:`update` takes them, and :meth:`annotate`
+    then names each event's holder: the owning process's container where the owner is
+    known (``--process``: a pod's containers share one namespace), else the
+    namespace's. A namespace gone at this poll is still named for its closed
+    connections (kept one poll). Pod names come from ``pod_logs`` when given.
+    """
+
+    def __init__(self, namespaces: Callable[[], Iterable[Namespace]], procfs: str = "/proc",
+                 pod_logs: PodLogs | None = None) -> None:
+        self._current = namespaces
+        self.procfs = procfs
+        self.pod_logs = pod_logs
+        self._namespaces = Holders(procfs)
+        self._by_netns: dict[int, Container] = {}
+        self._before: dict[int, Container] = {}
+
+    def update(self) -> None:
+        """Take the namespaces of this poll's read."""
+        namespaces = list(self._current())
+        current = {namespace.netns: self._namespaces.of(namespace.key, namespace.pids)
+                   for namespace in namespaces}
+        self._namespaces.forget_all_but(namespace.key for namespace in namespaces)
+        self._before, self._by_netns = self._by_netns, current
+
+    def annotate(self, events: RowEvents) -> RowEvents:
+        """``events`` with ``holder``/``holders`` filled (-1: in no container or pod)."""
+        if not len(events):
+            return events
+        containers = {**self._before, **self._by_netns}
+        netns = events.rows["netns"].tolist()
+        found: list[Container] = [containers.get(value, NO_CONTAINER) for value in netns]
+        if events.owners is not None:
+            mine: dict[int, Container | None] = {}
+            for row, owner in enumerate(events.owners):
+                if owner is not None:
+                    if owner.pid not in mine:
+                        mine[owner.pid] = read_container(owner.pid, self.procfs)
+                    container = mine[owner.pid]
+                    if container is not None and container != NO_CONTAINER:
+                        found[row] = container
+        holders: dict[Container, int] = {}
+        index = np.full(len(found), -1, dtype=np.int32)
+        for row, container in enumerate(found):
+            if container != NO_CONTAINER:
+                index[row] = holders.setdefault(container, len(holders))
+        return replace(events, holder=index,
+                       holders=tuple(self._holder(container) for container in holders))
+
+    def _holder(self, container: Container) -> Holder:
+        pod = self.pod_logs.lookup(container.pod_uid) if self.pod_logs is not None else None
+        return Holder(container.container_id, container.pod_uid,
+                      pod.namespace if pod else None, pod.name if pod else None)

@@ -70,6 +70,12 @@ class Metrics:
                                  "interval and stopped early (rows past it unseen).",
                                  registry=self.registry)
         self.polls = Counter("tcpfast_polls", "Polls done.", registry=self.registry)
+        self.namespaces = Gauge("tcpfast_watched_namespaces", "Network namespaces read at the "
+                                "last poll (more than one with --all-netns).",
+                                registry=self.registry)
+        self.unread = Counter("tcpfast_unread_namespaces", "Network namespaces found but not "
+                              "read (gone, moved or refused since they were found), summed "
+                              "over polls.", registry=self.registry)
         self.sockets = Gauge("tcpfast_tcp_connection_states", "TCP sockets by state at the "
                              "last poll (as node_tcp_connection_states).", ("state",),
                              registry=self.registry)
@@ -95,6 +101,8 @@ class Metrics:
         self.polls.inc()
         self.last_poll.set(time.time())
         self.malformed.inc(snapshot.malformed)
+        self.namespaces.set(snapshot.namespaces)
+        self.unread.inc(snapshot.unread)
         if not snapshot.complete:
             self.cut_short.inc()
         counts = np.bincount(snapshot.rows["state"], minlength=256)[self._state_codes]

@@ -25,6 +25,8 @@ class Snapshot:
     malformed: int = 0
     duplicates: int = 0
     complete: bool = True     # False: the read was stopped, rows may be missing
+    namespaces: int = 1       # network namespaces read
+    unread: int = 0           # namespaces found that could not be read: their rows are missing
 
 
 class Source(Protocol):
