@@ -17,12 +17,12 @@ import numpy as np
 from tcpfast.decode import netlink_pure
 from tcpfast.filters import KernelFilter
 from tcpfast.schema import CONNECTION_DTYPE
+from tcpfast.sources.netns import open_in_namespace
 from tcpfast.sources.sockdiag import (
     IPPROTO_TCP,
     NETLINK_SOCK_DIAG,
     NLM_F_DUMP,
     NLM_F_REQUEST,
-    SOCK_DIAG_BY_FAMILY,
     TCPDIAG_GETSOCK,
     decode_into,
 )
@@ -43,13 +43,20 @@ def request(kernel: KernelFilter, kind: int, family: int = 4, seq: int = 1) -> b
     return HEADER.pack(HEADER.size + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
 
 
-def dump(kernel: KernelFilter, kind: int = TCPDIAG_GETSOCK) -> np.ndarray:
-    """The sockets the kernel sends for ``kernel`` (both families). OSError: the kernel's
-    refusal (EINVAL from its bytecode audit, say)."""
+def _netlink_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+    sock.bind((0, 0))
+    sock.settimeout(10)
+    return sock
+
+
+def dump(kernel: KernelFilter, kind: int = TCPDIAG_GETSOCK, netns_path: str | None = None
+         ) -> np.ndarray:
+    """The sockets the kernel sends for ``kernel`` (both families), in the namespace of
+    ``netns_path`` (None: ours). OSError: the kernel's refusal (EINVAL from its bytecode
+    audit, say)."""
     parts = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as sock:
-        sock.bind((0, 0))
-        sock.settimeout(10)
+    with open_in_namespace(netns_path, _netlink_socket) as sock:
         families = (4,) if kind == TCPDIAG_GETSOCK else (4, 6)
         for seq, family in enumerate(families, start=1):
             sock.sendall(request(kernel, kind, family, seq))
