@@ -3,13 +3,16 @@ a network namespace made for them (``ip netns add``, removed at the end).
 
 What the filter tests hold the kernel's answers (sock_diag bytecode, ss's state
 groups) against. The namespace has loopback up with more addresses than
-127.0.0.1 and ::1 (2001:db8::1/64, 2001:db8::2, 2001:db8:5::1: documentation
-addresses, in this namespace only) and 192.0.2.0/24 routed to loopback, where
-no host answers: a connect() there stays in SYN_SENT. The states:
+127.0.0.1 and ::1 (2001:db8::1, 2001:db8::2, 2001:db8:5::1: documentation
+addresses, in this namespace only), and 192.0.2.0/24 routed to loopback,
+where no host answers: a connect() there stays in SYN_SENT. The states:
 
 - LISTEN, ESTABLISHED: listeners on several addresses and ports, clients from
   several source addresses (IPv4 from 127.x, IPv6 from the 2001:db8 ones).
-- SYN_SENT: a non-blocking connect to 192.0.2.2 (or 2001:db8::99).
+- SYN_SENT: a non-blocking connect to 192.0.2.2 (``::ffff:192.0.2.2`` from a
+  dual-stack socket); over IPv6, to a listener whose accept queue is full (it
+  drops the SYN: over loopback a SYN to an IPv6 address no one holds draws an
+  ICMPv6 error that ends the connect at once).
 - SYN_RECV: a listener with TCP_DEFER_ACCEPT, whose handshake's request socket
   waits for data that the client never sends.
 - TIME_WAIT: the client closes first, then the server.
@@ -59,7 +62,7 @@ V4_CLIENTS = ["127.0.1.1", "127.0.1.2", "127.200.0.1"]
 V6_LISTEN = ["::1", "2001:db8::1", "2001:db8:5::1"]
 V6_CLIENTS = ["::1", "2001:db8::2", "2001:db8:5::1"]
 MAPPED_CLIENTS = ["127.0.2.1", "127.0.2.2"]
-UNREACHABLE = {socket.AF_INET: "192.0.2.2", socket.AF_INET6: "2001:db8::99"}
+UNREACHABLE = "192.0.2.2"
 #: What the zoo must show, per family of rows: (4) IPv4, (6) IPv6 including mapped.
 EXPECTED_STATES = {name: STATE_CODES[name] for name in
                    ("LISTEN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "TIME_WAIT", "FIN_WAIT1",
@@ -115,7 +118,7 @@ class Zoo:
         for command in (["link", "set", "lo", "up"],
                         ["addr", "add", "192.0.2.1/32", "dev", "lo"],
                         ["route", "add", "192.0.2.0/24", "dev", "lo", "src", "192.0.2.1"],
-                        ["-6", "addr", "add", "2001:db8::1/64", "dev", "lo", "nodad"],
+                        ["-6", "addr", "add", "2001:db8::1/128", "dev", "lo", "nodad"],
                         ["-6", "addr", "add", "2001:db8::2/128", "dev", "lo", "nodad"],
                         ["-6", "addr", "add", "2001:db8:5::1/128", "dev", "lo", "nodad"]):
             subprocess.run(["ip", "-n", self.name, *command], check=True)
@@ -132,12 +135,12 @@ class Zoo:
         return sock
 
     def _listener(self, af: int, host: str, *, dual_stack: bool = False,
-                  receive_buffer: int = 0) -> socket.socket:
+                  receive_buffer: int = 0, backlog: int = 64) -> socket.socket:
         server = self._socket(af, receive_buffer)
         if af == socket.AF_INET6:
             server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
         server.bind((host, 0))
-        server.listen(64)
+        server.listen(backlog)
         return server
 
     def _pair(self, server: socket.socket, af: int, source: str, target: str,
@@ -192,11 +195,14 @@ class Zoo:
         syn = self._socket(af)                                             # SYN_SENT
         syn.bind((source, 0))
         syn.setblocking(False)
-        unreachable = UNREACHABLE[af]
-        if af == socket.AF_INET6 and target.startswith("::ffff:"):
-            unreachable = "::ffff:" + UNREACHABLE[socket.AF_INET]
+        if af == socket.AF_INET6 and not target.startswith("::ffff:"):
+            full = self._listener(af, listen_host, backlog=0)
+            self._socket(af).connect((target, full.getsockname()[1]))  # fills the accept queue
+            destination = (target, full.getsockname()[1])
+        else:
+            destination = ("::ffff:" if af == socket.AF_INET6 else "") + UNREACHABLE, 9
         try:
-            syn.connect((unreachable, 9))
+            syn.connect(destination)
         except BlockingIOError:
             pass
 
