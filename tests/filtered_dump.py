@@ -36,9 +36,9 @@ AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 def request(kernel: KernelFilter, kind: int, family: int = 4, seq: int = 1) -> bytes:
     """One dump request message carrying ``kernel``'s states and bytecode."""
     if kind == TCPDIAG_GETSOCK:
-        payload = LEGACY_REQUEST.pack(socket.AF_INET, 0, 0, 0, bytes(48), kernel.states, 0)
+        payload = LEGACY_REQUEST.pack(socket.AF_INET, 0, 0, 0, bytes(48), kernel.state_mask, 0)
     else:
-        payload = FAMILY_REQUEST.pack(AF[family], IPPROTO_TCP, 0, kernel.states, bytes(48))
+        payload = FAMILY_REQUEST.pack(AF[family], IPPROTO_TCP, 0, kernel.state_mask, bytes(48))
     payload += kernel.attribute()
     return HEADER.pack(HEADER.size + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
 

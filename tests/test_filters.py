@@ -311,7 +311,7 @@ def test_what_is_pushed_and_what_is_left():
     kernel = kernel_filter(spec)
     assert kernel.pushed == ("ports", "remote_networks", "states")
     assert kernel.left == ("directions", "uids")
-    assert kernel.states == 1 << S["ESTABLISHED"]
+    assert kernel.state_mask == 1 << S["ESTABLISHED"]
     assert kernel_filter(Filter(uids={0})) .bytecode == b""
     assert kernel_filter(Filter()).attribute() == b""
 

@@ -167,7 +167,7 @@ def test_the_kernel_audits_the_program(zoo):
     struct.pack_into("=H", cut, 2, 8)                       # "no" 8: the middle of an op
     for bytecode in (bytes(cut), b"\x63\x04\x08\x00"):
         with pytest.raises(OSError) as refused:
-            zoo.dump(KernelFilter(good.states, bytecode, (), ()))
+            zoo.dump(KernelFilter(good.state_mask, bytecode, (), ()))
         assert refused.value.errno == 22
 
 
@@ -181,7 +181,7 @@ answers = []
 for spec in json.loads(sys.argv[1]):
     if spec.pop("mark", None):
         # MARK_COND (mark 0, mask 0): the one op the kernel refuses without CAP_NET_ADMIN.
-        kernel = KernelFilter(kernel_filter(Filter()).states,
+        kernel = KernelFilter(kernel_filter(Filter()).state_mask,
                               bytes([10, 12, 16, 0]) + bytes(8), (), ())
     else:
         kernel = kernel_filter(Filter(**spec))
@@ -209,7 +209,7 @@ def test_unprivileged_dumps_take_the_bytecode(zoo):
     for spec, answer in zip(specs[:3], answers):
         assert answer == cookies(rows[Filter(**spec).mask(rows)]) != [], spec
     assert answers[3] == 1                                   # EPERM
-    mark = KernelFilter(kernel_filter(Filter()).states, bytes([10, 12, 16, 0]) + bytes(8), (), ())
+    mark = KernelFilter(kernel_filter(Filter()).state_mask, bytes([10, 12, 16, 0]) + bytes(8), (), ())
     assert cookies(zoo.dump(mark)) == cookies(rows)          # root: every mark & 0 == 0
 
 

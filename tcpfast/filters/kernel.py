@@ -85,7 +85,8 @@ def _tests(spec: Filter, name: str) -> list[tuple[int, bytes]]:
 
 def _layout(conditions: Iterable[list[tuple[int, bytes]]]) -> bytes:
     """The program that accepts a socket when every condition has a test that passes."""
-    program: list[tuple[int, int, bytes]] = []       # (code, offset of the condition's end, operands)
+    # (code, where "no" goes: -1 reject, 0 the next test, else a JMP's target offset, operands)
+    program: list[tuple[int, int, bytes]] = []
     offset = 0
     for tests in conditions:
         size = sum(4 + len(operands) for _, operands in tests) + 4 * (len(tests) - 1)
@@ -116,15 +117,15 @@ def _layout(conditions: Iterable[list[tuple[int, bytes]]]) -> bytes:
 class KernelFilter:
     """What a sock_diag dump request carries for a filter, and what it leaves out.
 
-    - ``states``: the request's ``idiag_states``.
+    - ``state_mask``: the request's ``idiag_states``.
     - ``bytecode``: the program (b"" when there is nothing to send: no
       condition the kernel can test, or a program too long for an attribute).
-    - ``pushed``: the filter's conditions the kernel evaluates (``states`` and
-      the ports and networks in ``bytecode``); ``left``: those only the mask
-      evaluates (uids, directions, anything the program could not hold).
+    - ``pushed``: the filter's conditions the kernel evaluates (``states`` by
+      ``state_mask``, ports and networks by ``bytecode``); ``left``: those only
+      the mask evaluates (uids, directions, anything the program could not hold).
     """
 
-    states: int
+    state_mask: int
     bytecode: bytes
     pushed: tuple[str, ...]
     left: tuple[str, ...]
