@@ -29,6 +29,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_PORT = 0xFFFF
 MAX_UID = 0xFFFF_FFFF
 
+
 def _items(text: str) -> list[str]:
     """The entries of a comma list, blanks around them dropped; ValueError when there are none."""
     items = [item.strip() for item in text.split(",") if item.strip()]
