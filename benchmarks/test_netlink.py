@@ -24,6 +24,7 @@ from benchmarks.loadgen import LoadGenerator
 from benchmarks.test_poll import bare_read
 from tcpfast import CONNECTION_DTYPE, new_connections
 from tcpfast.decode import netlink_pure
+from tcpfast.filters.states import ALL_STATES_MASK
 from tcpfast.sources import proc, sockdiag
 from tcpfast.sources.base import stop_reading_at
 from tcpfast.sources.netlink import NetlinkSource
@@ -78,7 +79,7 @@ def report(benchmark, medians, pairs) -> None:
 def record_dump(diag: sockdiag.SockDiag, keep: bool = True) -> tuple[list[bytes], int]:
     """The raw replies of one dump, as recv() returned them (with ``keep``), and its
     sequence number: without ``keep``, what the kernel's dump costs by itself."""
-    request = diag._legacy_request(sockdiag.ALL_STATES_MASK)
+    request = diag._legacy_request(ALL_STATES_MASK)
     seq = int.from_bytes(request[8:12], sys.byteorder)
     diag._socket.sendall(request)
     replies = []

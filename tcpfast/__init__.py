@@ -27,6 +27,7 @@ if TYPE_CHECKING:       # the same names, for type checkers and editors
     from .enrich.direction import directions as directions
     from .enrich.owners import Owner as Owner
     from .enrich.owners import OwnerFinder as OwnerFinder
+    from .filters import Filter as Filter
     from .schema import CONNECTION_DTYPE as CONNECTION_DTYPE
     from .schema import STATE_NAMES as STATE_NAMES
     from .sources import read_snapshot as read_snapshot
@@ -50,6 +51,7 @@ _PUBLIC = {
     "directions": "enrich.direction",
     "DIRECTION_NAMES": "enrich.direction",
     "Owner": "enrich.owners",
+    "Filter": "filters",
     "OwnerFinder": "enrich.owners",
 }
 

@@ -7,20 +7,30 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__, backend
 from .detect import AllowList, ScanDetector
 from .enrich.containers import DEFAULT_POD_LOGS, HolderLookup, PodLogs
-from .enrich.direction import ephemeral_ports
+from .enrich.direction import IN, OUT, ephemeral_ports
 from .enrich.owners import DEFAULT_BUDGET, OwnerFinder, procfs_of
 from .events import Poll
+from .filters import (
+    Filter,
+    KernelFilter,
+    kernel_filter,
+    parse_networks,
+    parse_ports,
+    parse_states,
+    parse_uids,
+)
+from .filters.states import lasting_states
 from .loop import StopSignals, run_every
 from .outputs.firewall import DEFAULT_BLOCK_SECONDS, Firewall, FirewallError
 from .outputs.printer import EVENT_KINDS, EventPrinter
 from .outputs.writer import LineWriter, OutputError
 from .poller import Poller
-from .schema import STATE_CODES
 from .sources import TABLES, Source, open_source
 from .sources.namespaces import AllNamespaces
 from .watch import Watcher
@@ -35,11 +45,6 @@ EXIT_OUTPUT_ERROR = 3
 PROC_ROOT_VARIABLE = "TCPFAST_PROC_ROOT"
 DEFAULT_READ_TIMEOUT = 30.0
 
-#: Other spellings of the kernel's state names: ss's (``time-wait``, ``estab``, ...).
-STATE_ALIASES = {"ESTAB": "ESTABLISHED", "FIN_WAIT_1": "FIN_WAIT1", "FIN_WAIT_2": "FIN_WAIT2",
-                 "CLOSED": "CLOSE", "LISTENING": "LISTEN", "SYN_RECEIVED": "SYN_RECV"}
-
-
 def _seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -50,20 +55,25 @@ def _seconds(text: str) -> float:
     return seconds
 
 
-def _state_code(name: str) -> int | None:
-    canonical = name.strip().upper().replace("-", "_")
-    return STATE_CODES.get(STATE_ALIASES.get(canonical, canonical))
+def _parsed(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from a parser raising ValueError (one line, quoting the text)."""
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    convert.__name__ = parse.__name__.removeprefix("parse_")     # argparse names it in errors
+    return convert
 
 
-def _states(text: str) -> frozenset[int]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if _state_code(name) is None]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown state {', '.join(map(repr, unknown)) or repr(text)}; choose from "
-            f"{', '.join(name.lower() for name in STATE_CODES)} (or ss's spelling, "
-            "e.g. time-wait)")
-    return frozenset(code for code in map(_state_code, names) if code is not None)
+class _Once(argparse.Action):
+    """An option given at most once (a comma list within it says several values)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest) not in (None, self.default):
+            parser.error(f"{option_string} given twice: give one comma list instead")
+        setattr(namespace, self.dest, values)
 
 
 def _events(text: str) -> tuple[str, ...]:
@@ -107,8 +117,15 @@ def _version() -> str:
     return f"tcpfast {__version__} ({how})"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (exit 2), not argparse's usage block before them."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tcpfast",
         description="Report every new TCP connection on this host, one line each. "
                     "Reads /proc/net/tcp and /proc/net/tcp6 every INTERVAL seconds; "
@@ -138,11 +155,35 @@ def build_parser() -> argparse.ArgumentParser:
                              "network namespace (the host's, from a container run with "
                              f"--pid host) (default: ${PROC_ROOT_VARIABLE} or /proc; "
                              "now %(default)s)")
-    parser.add_argument("--state", type=_states, metavar="NAME[,NAME...]",
+    parser.add_argument("--state", type=_parsed(parse_states), action=_Once,
+                        metavar="NAME[,NAME...]",
                         help="report only connections in these states, by the kernel's "
                              "names or ss's, case-insensitive, e.g. established,listen or "
-                             "time-wait (default: every state but TIME_WAIT, which is what "
-                             "is left of a closed connection)")
+                             "time-wait, or ss's groups: all, connected, synchronized, "
+                             "bucket, big (default: every state but TIME_WAIT, which is "
+                             "what is left of a closed connection)")
+    selection = parser.add_argument_group(
+        "selecting connections", "Only connections these keep are printed, counted and looked "
+        "up (--process); port-scan detection still sees every inbound connection. Each option "
+        "once, values as a comma list (any of them); options together (all of them).")
+    selection.add_argument("--port", type=_parsed(parse_ports), action=_Once, metavar="N[,N...]",
+                           help="a local or remote port, e.g. 22,443")
+    selection.add_argument("--local-port", type=_parsed(parse_ports), action=_Once,
+                           metavar="N[,N...]", help="a local port")
+    selection.add_argument("--remote-port", type=_parsed(parse_ports), action=_Once,
+                           metavar="N[,N...]", help="a remote port")
+    selection.add_argument("--local", type=_parsed(parse_networks), action=_Once,
+                           metavar="CIDR[,CIDR...]",
+                           help="a local address in these networks, e.g. 10.0.0.0/8,2001:db8::/32 "
+                                "(an IPv4 network also matches IPv4-mapped IPv6 addresses)")
+    selection.add_argument("--remote", type=_parsed(parse_networks), action=_Once,
+                           metavar="CIDR[,CIDR...]", help="a remote address in these networks")
+    selection.add_argument("--inbound", action="store_true",
+                           help="connections to this host (direction in)")
+    selection.add_argument("--outbound", action="store_true",
+                           help="connections from this host (direction out)")
+    selection.add_argument("--uid", type=_parsed(parse_uids), action=_Once,
+                           metavar="UID[,UID...]", help="sockets of these users (numbers or names)")
     parser.add_argument("--events", type=_events, default=("new",), metavar="KIND[,KIND...]",
                         help="which events to print: new, closed (the connection's socket "
                              "is gone; JSON lines say how long it was open) (default: new)")
@@ -221,6 +262,38 @@ def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser
     return detector, firewall, metrics
 
 
+def _selection(args: argparse.Namespace) -> Filter:
+    """The connections the options keep (--state is the watcher's: which states count)."""
+    directions = {code for code, wanted in ((IN, args.inbound), (OUT, args.outbound)) if wanted}
+    return Filter(ports=args.port, local_ports=args.local_port, remote_ports=args.remote_port,
+                  local_networks=args.local, remote_networks=args.remote,
+                  directions=frozenset(directions) or None, uids=args.uid)
+
+
+def _kernel_filter(args: argparse.Namespace, selection: Filter) -> KernelFilter | None:
+    """What the kernel can evaluate of the selection, when nothing else needs every socket:
+    port-scan detection looks at every inbound connection, so only with --scan-ports 0
+    or --once. --state goes as the states a chosen connection lives through."""
+    states = lasting_states(args.state) if args.state else None
+    if not (selection or states) or (args.scan_ports and not args.once):
+        return None
+    return kernel_filter(replace(selection, states=states))
+
+
+def _open_source(args: argparse.Namespace, kernel: KernelFilter | None
+                 ) -> tuple[Source, HolderLookup | None]:
+    """The source the options ask for, and with --all-netns who holds each namespace."""
+    if not args.all_netns:
+        return open_source(_source_kind(args), args.proc_root, args.netns, warn=_warn,
+                           kernel=kernel), None
+    procfs = procfs_of(args.proc_root)
+    every = AllNamespaces(procfs, warn=_warn, kernel=kernel,
+                          netlink=None if args.source is None else args.source == "netlink")
+    pod_logs = args.pod_logs or (DEFAULT_POD_LOGS if os.path.isdir(DEFAULT_POD_LOGS) else None)
+    return every, HolderLookup(lambda: every.namespaces.values(), procfs,
+                               PodLogs(pod_logs) if pod_logs else None)
+
+
 def _emitter(printer: EventPrinter, metrics: Metrics | None) -> Callable[[Poll], None]:
     """Each poll to the printer, then to the metrics when asked."""
     def emit(poll: Poll) -> None:
@@ -259,18 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT_ERROR
     if args.all_netns and args.netns:
         parser.error("--all-netns watches every namespace: leave out --netns")
-    holders = None
-    source: Source
+    selection = _selection(args)
     try:
-        if args.all_netns:
-            every = AllNamespaces(procfs_of(args.proc_root), warn=_warn,
-                                  netlink=None if args.source is None else args.source == "netlink")
-            pod_logs = args.pod_logs or (DEFAULT_POD_LOGS if os.path.isdir(DEFAULT_POD_LOGS) else None)
-            holders = HolderLookup(lambda: every.namespaces.values(), procfs_of(args.proc_root),
-                                   PodLogs(pod_logs) if pod_logs else None)
-            source = every
-        else:
-            source = open_source(_source_kind(args), args.proc_root, args.netns, warn=_warn)
+        source, holders = _open_source(args, _kernel_filter(args, selection))
     except OSError as error:                        # --netns: not entered, nothing to read
         _warn(error.strerror or str(error))
         return EXIT_INPUT_ERROR
@@ -289,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         _emitter(printer, metrics),
         _warn, source=source, read_timeout=read_timeout,
         cancelled=lambda: stop.requested, owners=owners, detector=detector, firewall=firewall,
-        destroyed=destroyed, holders=holders)
+        destroyed=destroyed, holders=holders, selection=selection)
     poll = metrics.timed(poller.poll) if metrics else poller.poll
 
     def poll_and_go_on() -> None:

@@ -60,6 +60,18 @@ class RowEvents:
                                    else getattr(self, name)[part] for name in _PER_ROW}
         return RowEvents(self.event, holders=self.holders, **columns)
 
+    def where(self, keep: np.ndarray) -> RowEvents:
+        """The events whose ``keep`` (a boolean per row) is true."""
+        if keep.all():
+            return self
+        index = np.flatnonzero(keep)
+        columns: dict[str, Any] = {}
+        for name in _PER_ROW:
+            column = getattr(self, name)
+            columns[name] = (None if column is None else [column[i] for i in index.tolist()]
+                             if isinstance(column, list) else column[index])
+        return RowEvents(self.event, holders=self.holders, **columns)
+
 
 def no_rows(event: str) -> RowEvents:
     """An empty batch of ``event``."""

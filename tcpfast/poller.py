@@ -16,7 +16,8 @@ from .detect.scans import ScanDetector
 from .enrich.containers import HolderLookup
 from .enrich.direction import IN
 from .enrich.owners import OwnerFinder
-from .events import Poll
+from .events import Poll, RowEvents
+from .filters import Filter
 from .outputs.firewall import Firewall
 from .sources import Snapshot, Source
 from .sources.base import stop_reading_at
@@ -35,6 +36,8 @@ class Poller:
     poll did not reach is reported by the next poll that reaches it.
     With ``owners``, each new connection's holding process is looked up; with
     ``holders``, the container or pod of each event's connection; with
+    ``selection``, only the connections it keeps are reported (port-scan
+    detection still sees every one); with
     ``detector``, port scans are looked for among the inbound connections that
     appeared (whatever state they are in, whatever is printed), and with
     ``firewall`` their sources are blocked.
@@ -46,7 +49,8 @@ class Poller:
                  owners: OwnerFinder | None = None, detector: ScanDetector | None = None,
                  firewall: Firewall | None = None,
                  destroyed: DestroyEvents | None = None,
-                 holders: HolderLookup | None = None) -> None:
+                 holders: HolderLookup | None = None,
+                 selection: Filter | None = None) -> None:
         self._watcher = watcher
         self._owners = owners
         self._detector = detector
@@ -58,6 +62,7 @@ class Poller:
         self._cancelled = cancelled
         self._destroyed = destroyed         # sockets destroyed between polls
         self._holders = holders             # which container or pod holds each connection
+        self._selection = selection or None  # which connections are reported
         self._expected_rows = 0
         self.cut_short_polls = 0            # all of them, since the start
         self._unread_in_a_row = 0
@@ -90,6 +95,11 @@ class Poller:
         short_lived = (None if destroyed is None
                        else self._watcher.opened_and_closed(*destroyed, listeners=snapshot.rows))
         result = self._watcher.update(snapshot, time.time())
+        if self._selection is not None:      # before owners: only what is reported is looked up
+            result = replace(result, new=self._select(result.new),
+                             closed=self._select(result.closed))
+            if short_lived is not None:
+                short_lived = self._select(short_lived)
         if self._owners is not None:        # the closed sockets' fd numbers are the likeliest reused
             owners = self._owners.owners_of(result.new.rows, result.closed.rows)
             result = replace(result, new=replace(result.new, owners=owners))
@@ -110,6 +120,10 @@ class Poller:
             result = replace(result, scans=tuple(scans), blocks=tuple(blocks))
         self._emit(result)
         return result
+
+    def _select(self, events: RowEvents) -> RowEvents:
+        assert self._selection is not None
+        return events.where(self._selection.mask(events.rows, events.direction))
 
     def _track_unread(self, snapshot: Snapshot) -> None:
         """Namespaces found but not read (gone, moved or refused between the scan and

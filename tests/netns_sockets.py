@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from tcpfast.filters.states import ALL_STATES_MASK
 from tcpfast.sources import proc, sockdiag
 
 STATES = {"LISTEN": 10, "ESTABLISHED": 1, "SYN_SENT": 2, "SYN_RECV": 3, "TIME_WAIT": 6,
@@ -117,7 +118,7 @@ def main() -> int:
 def record(diag: sockdiag.SockDiag, directory: str) -> None:
     """The raw replies of one dump, and the /proc tables read right after it."""
     sock = diag._socket
-    request = diag._legacy_request(sockdiag.ALL_STATES_MASK)
+    request = diag._legacy_request(ALL_STATES_MASK)
     seq = struct.unpack_from("=I", request, 8)[0]
     sock.sendall(request)
     data = b""

@@ -42,14 +42,13 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import filtered_dump
 import numpy as np
 from namespaces import add_namespace
 
 from tcpfast.filters import KernelFilter, kernel_filter
 from tcpfast.filters.spec import Filter
 from tcpfast.schema import STATE_CODES
-from tcpfast.sources.sockdiag import TCPDIAG_GETSOCK
+from tcpfast.sources.sockdiag import TCPDIAG_GETSOCK, SockDiag
 
 CLONE_NEWNET = 0x40000000
 LINGER_ABORT = struct.pack("ii", 1, 0)
@@ -244,8 +243,10 @@ class Zoo:
     # -- reading -----------------------------------------------------------------------
 
     def dump(self, kernel: KernelFilter | None = None, kind: int = TCPDIAG_GETSOCK) -> np.ndarray:
-        """The namespace's sockets as the kernel sends them for ``kernel`` (None: all)."""
-        return filtered_dump.dump(kernel or kernel_filter(Filter()), kind, netns_path=self.path)
+        """The namespace's sockets as the kernel sends them for ``kernel`` (None: all),
+        through tcpfast's own dump (the request, its bytecode, the decoder)."""
+        with SockDiag(self.path, kind) as diag:
+            return diag.dump(kernel or kernel_filter(Filter())).rows
 
     def ss(self, *arguments: str) -> str:
         """ss's output, run in the namespace."""

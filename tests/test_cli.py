@@ -117,7 +117,8 @@ def test_malformed_rows_are_reported_on_stderr(tmp_path):
 def test_bad_arguments_are_usage_errors(args, message):
     result = tcpfast(*args)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("usage: tcpfast") and message in result.stderr
+    assert result.stderr.startswith("tcpfast: error: ") and message in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.endswith("(see tcpfast --help)\n")
     assert "Traceback" not in result.stderr
 
 

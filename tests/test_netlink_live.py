@@ -18,6 +18,7 @@ import pytest
 from namespaces import add_namespace
 from test_cli import SAMPLE_ROOT, tcpfast
 
+from tcpfast.filters import Filter, kernel_filter
 from tcpfast.sources import ProcTables, open_source, proc, sockdiag
 from tcpfast.sources.fallback import FallbackSource, NetlinkFallbackWarning
 from tcpfast.sources.netlink import NetlinkSource
@@ -214,8 +215,9 @@ def test_both_request_types_give_the_same_rows_and_families_filter():
 
 def test_state_filter_goes_into_the_request():
     with listening() as port, sockdiag.SockDiag() as diag:
-        assert set(diag.dump(states={10}).rows["state"].tolist()) == {10}
-        assert port not in diag.dump(states={1}).rows["local_port"]
+        listen = kernel_filter(Filter(states={10}))
+        assert set(diag.dump(listen).rows["state"].tolist()) == {10}
+        assert port not in diag.dump(kernel_filter(Filter(states={1}))).rows["local_port"]
 
 
 def test_an_abandoned_dump_is_incomplete_and_the_next_starts_clean():

@@ -111,3 +111,29 @@ def kernel_state_mask(states: Collection[int] | None) -> int:
     if mask & (1 << _SYN_RECV):
         mask |= 1 << TCP_NEW_SYN_RECV
     return mask
+
+
+#: The states a connection can pass to from each state while its socket lives (RFC 9293's
+#: diagram, as Linux runs it; TIME_WAIT and the end of LAST_ACK are past the socket).
+_NEXT: dict[str, tuple[str, ...]] = {
+    "SYN_SENT": ("ESTABLISHED", "SYN_RECV"),
+    "SYN_RECV": ("ESTABLISHED", "FIN_WAIT1"),
+    "ESTABLISHED": ("FIN_WAIT1", "CLOSE_WAIT"),
+    "FIN_WAIT1": ("FIN_WAIT2", "CLOSING"),
+    "CLOSE_WAIT": ("LAST_ACK",),
+}
+
+
+def lasting_states(states: Collection[int]) -> frozenset[int]:
+    """``states`` and every state a connection in one of them can pass to while its socket
+    lives: what a dump filtered by state must keep for the watcher to tell when a
+    chosen connection's socket is gone (``--state established``: CLOSE_WAIT, FIN_WAIT1
+    ... too). TIME_WAIT only when chosen: its rows have no socket, as if absent."""
+    names = {STATE_NAMES[state] for state in states if state in STATE_NAMES}
+    todo = list(names)
+    while todo:
+        for following in _NEXT.get(todo.pop(), ()):
+            if following not in names:
+                names.add(following)
+                todo.append(following)
+    return frozenset(STATE_CODES[name] for name in names)

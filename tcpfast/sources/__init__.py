@@ -14,25 +14,31 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import proc
 from .base import Snapshot, Source, Warn, stop_reading_at
 from .netns import namespace_id, namespace_of, proc_root_of
+
+if TYPE_CHECKING:
+    from ..filters.kernel import KernelFilter
 from .proc import TABLES, ProcTables, read_table
 
 SOURCES = ("proc", "netlink")
 
 
 def open_source(kind: str = "proc", proc_root: str = "/proc", netns_path: str | None = None,
-                *, warn: Warn | None = None, families: tuple[int, ...] = (4, 6)) -> Source:
+                *, warn: Warn | None = None, families: tuple[int, ...] = (4, 6),
+                kernel: KernelFilter | None = None) -> Source:
     """The source ``kind`` of the namespace ``proc_root`` lists, or ``netns_path`` names.
 
     netlink falls back to ``proc_root``'s tables (the namespace's own: /proc/PID
     for /proc/PID/ns/net), said once on ``warn``, when it cannot be had or fails
     later (``warn`` None: a NetlinkFallbackWarning); a ``netns_path`` that cannot
     be entered is an OSError (watching some other namespace instead would be wrong).
+    ``kernel``: what netlink's dumps let the kernel filter (see NetlinkSource).
     """
     warn = warn or _warn_once
     if kind not in SOURCES:
@@ -52,10 +58,11 @@ def open_source(kind: str = "proc", proc_root: str = "/proc", netns_path: str | 
     from .netlink import NetlinkSource
     fallback = ProcTables(proc_root, families=families, netns=netns) if proc_root else None
     if netns_path is not None:
-        return FallbackSource(NetlinkSource(netns_path, families=families, netns=netns, inode=netns),
-                              fallback, warn)
+        return FallbackSource(NetlinkSource(netns_path, families=families, netns=netns, inode=netns,
+                                            kernel=kernel), fallback, warn)
     try:
-        primary = NetlinkSource(namespace_of(proc_root), families=families, netns=netns)
+        primary = NetlinkSource(namespace_of(proc_root), families=families, netns=netns,
+                                kernel=kernel)
     except OSError as error:
         return FallbackSource(None, fallback, warn,
                               failure=f"cannot dump {proc_root}'s sockets through netlink "

@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..filters.kernel import KernelFilter
 from ..schema import CONNECTION_DTYPE
 from .base import Snapshot, Source, StopReading, Warn
 from .discovery import Namespace, NamespaceFinder
@@ -50,14 +51,16 @@ class AllNamespaces:
     """The TCP sockets of every network namespace of ``procfs``'s processes.
 
     ``netlink``: read through sock_diag (None: where this process may enter
-    namespaces); ``warn`` says once how it reads, and what it cannot see
+    namespaces), each dump filtered by ``kernel``; ``warn`` says once how it reads, and what it cannot see
     (processes hidden from it: hidepid). ``namespaces``: those of the last read,
     by identifier.
     """
 
     def __init__(self, procfs: str = "/proc", *, warn: Warn, netlink: bool | None = None,
-                 families: tuple[int, ...] = (4, 6), finder: NamespaceFinder | None = None) -> None:
+                 families: tuple[int, ...] = (4, 6), finder: NamespaceFinder | None = None,
+                 kernel: KernelFilter | None = None) -> None:
         self.procfs = procfs
+        self._kernel = kernel
         self._warn = warn
         self._netlink = may_enter_namespaces() if netlink is None else netlink
         self._families = families
@@ -151,7 +154,7 @@ class AllNamespaces:
             from .netlink import NetlinkSource  # netlink's imports only when it is used
             try:
                 reader = NetlinkSource(namespace.netns_path, families=self._families,
-                                       netns=namespace.netns,
+                                       netns=namespace.netns, kernel=self._kernel,
                                        inode=namespace.netns if namespace.netns_is_inode else None)
             except OSError as error:
                 if error.errno != errno.EPERM:

@@ -14,13 +14,14 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Collection
 
 import numpy as np
 
 from .. import backend
 from ..decode import netlink_pure, parsing
 from ..diff import keys
+from ..filters.kernel import KernelFilter
+from ..filters.states import ALL_STATES_MASK
 from .base import Snapshot, StopReading
 from .netns import open_in_namespace
 
@@ -32,10 +33,6 @@ SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 0x01
 NLM_F_DUMP = 0x300                        # NLM_F_ROOT | NLM_F_MATCH
 IPPROTO_TCP = 6
-TCP_NEW_SYN_RECV = 12                     # pending handshakes; shown as SYN_RECV
-TCP_BOUND_INACTIVE = 13                   # bound, not listening: /proc does not list it
-#: Every state /proc lists.
-ALL_STATES_MASK = 0xFFFFFFFF & ~(1 << TCP_BOUND_INACTIVE)
 
 _HEADER = struct.Struct("=IHHII")
 _SOCKID_ZERO = bytes(48)                  # inet_diag_sockid: any address, port, interface
@@ -52,18 +49,6 @@ _compiled = backend.compiled("_netlink")
 #: The decoder in use: ``decode_into(data, out, start, seq, msg_type)``, see
 #: :func:`tcpfast.decode.netlink_pure.decode_into`.
 decode_into = _compiled.decode_into if _compiled else netlink_pure.decode_into
-
-
-def state_mask(states: Collection[int] | None) -> int:
-    """The kernel's state filter for ``states`` (None: every state /proc lists)."""
-    if not states:
-        return ALL_STATES_MASK
-    mask = 0
-    for state in states:
-        mask |= 1 << state
-    if mask & (1 << 3):                   # SYN_RECV: the request sockets too
-        mask |= 1 << TCP_NEW_SYN_RECV
-    return mask
 
 
 def _new_socket() -> socket.socket:
@@ -119,10 +104,11 @@ class SockDiag:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def dump(self, states: Collection[int] | None = None, *, size_hint: int = 0,
+    def dump(self, kernel: KernelFilter | None = None, *, size_hint: int = 0,
              families: tuple[int, ...] = (4, 6),
              stop_reading: StopReading | None = None) -> Snapshot:
-        """The TCP sockets of the namespace in ``states`` (None: all /proc lists).
+        """The TCP sockets of the namespace, those ``kernel`` keeps (its state mask and
+        bytecode, evaluated by the kernel; None: every socket /proc lists).
 
         Raises OSError when netlink fails (the kernel's error reply included).
         When ``stop_reading()`` turns true the dump is abandoned (its socket
@@ -134,11 +120,12 @@ class SockDiag:
                 self._socket = open_in_namespace(self.netns_path, _new_socket)
             collector = parsing.RowCollector(self._decode_reply,
                                              first_block_rows=size_hint + size_hint // 8)
-            mask = state_mask(states)
+            mask = kernel.state_mask if kernel is not None else ALL_STATES_MASK
+            program = kernel.attribute() if kernel is not None else b""
             if self.request == TCPDIAG_GETSOCK:
-                requests = [self._legacy_request(mask)]
+                requests = [self._legacy_request(mask, program)]
             else:
-                requests = [self._family_request(family, mask) for family in families]
+                requests = [self._family_request(family, mask, program) for family in families]
             complete = True
             for request in requests:
                 finished, interrupted = self._dump_one(collector, request, stop_reading)
@@ -157,13 +144,13 @@ class SockDiag:
         self._seq = self._seq % 0xFFFFFFFF + 1           # 1..2**32-1: events use 0
         return self._seq
 
-    def _legacy_request(self, mask: int) -> bytes:
+    def _legacy_request(self, mask: int, program: bytes = b"") -> bytes:
         payload = _LEGACY_REQUEST.pack(socket.AF_INET, 0, 0, 0, _SOCKID_ZERO, mask, 0)
-        return self._message(TCPDIAG_GETSOCK, payload)
+        return self._message(TCPDIAG_GETSOCK, payload + program)
 
-    def _family_request(self, family: int, mask: int) -> bytes:
+    def _family_request(self, family: int, mask: int, program: bytes = b"") -> bytes:
         payload = _FAMILY_REQUEST.pack(_AF[family], IPPROTO_TCP, 0, mask, _SOCKID_ZERO)
-        return self._message(SOCK_DIAG_BY_FAMILY, payload)
+        return self._message(SOCK_DIAG_BY_FAMILY, payload + program)
 
     def _message(self, kind: int, payload: bytes) -> bytes:
         header = _HEADER.pack(_HEADER.size + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP,
