@@ -16,6 +16,16 @@ if TYPE_CHECKING:
     from .outputs.firewall import Block
 
 
+class Stopped(Exception):
+    """A stop signal came while a poll was under way: the poll was given up between two
+    of its steps (the read, the owner lookup, a batch of lines), after whole lines only.
+    ``unwritten``: lines of the poll not written (0 when it stopped before printing)."""
+
+    def __init__(self, unwritten: int = 0) -> None:
+        super().__init__(f"{unwritten} line(s) not written")
+        self.unwritten = unwritten
+
+
 @dataclass(frozen=True)
 class RowEvents:
     """Rows of one kind of event (``new``, ``closed``), with what was learnt of each."""

@@ -15,7 +15,7 @@ import numpy as np
 from .detect.scans import ScanDetector
 from .enrich.direction import IN
 from .enrich.owners import OwnerFinder
-from .events import Poll
+from .events import Poll, Stopped
 from .outputs.firewall import Firewall
 from .sources import Snapshot, read_snapshot
 from .sources.netlink import NetlinkSource
@@ -35,7 +35,9 @@ class Poller:
     With ``owners``, each new connection's holding process is looked up; with
     ``detector``, port scans are looked for among the inbound connections that
     appeared (whatever state they are in, whatever is printed), and with
-    ``firewall`` their sources are blocked.
+    ``firewall`` their sources are blocked. Once ``cancelled`` says so (a stop
+    signal), the read and the owner lookup end early and the poll is given up
+    (``Stopped``), before anything of it is emitted.
     """
 
     def __init__(self, watcher: Watcher, emit: Callable[[Poll], None], warn: Warn, *,
@@ -86,6 +88,7 @@ class Poller:
         # against a baseline that then holds it if this read listed it.
         destroyed = self._destroyed.drain() if self._destroyed is not None else None
         snapshot = self.read()
+        self._stop_if_asked()
         self.polls += 1
         if snapshot.malformed:
             self._warn(f"skipped {snapshot.malformed} malformed row(s) in {self.where}")
@@ -94,7 +97,10 @@ class Poller:
                        else self._watcher.opened_and_closed(*destroyed, listeners=snapshot.rows))
         result = self._watcher.update(snapshot, time.time())
         if self._owners is not None:        # the closed sockets' fd numbers are the likeliest reused
-            owners = self._owners.owners_of(result.new.rows, result.closed.rows)
+            owners = self._owners.owners_of(result.new.rows, result.closed.rows,
+                                            cancelled=self._cancelled)
+            self._stop_if_asked()
+            self._watcher.name_owners(owners)
             result = replace(result, new=replace(result.new, owners=owners))
         if short_lived is not None:
             result = replace(result, new_and_closed=short_lived)
@@ -109,9 +115,12 @@ class Poller:
         self._emit(result)
         return result
 
+    def _stop_if_asked(self) -> None:
+        if self._cancelled is not None and self._cancelled():
+            raise Stopped
+
     def _track_cut_short(self, snapshot: Snapshot) -> None:
-        cancelled = self._cancelled is not None and self._cancelled()
-        if not snapshot.complete and not cancelled:
+        if not snapshot.complete:             # by the timeout: a stop raised Stopped before
             self.cut_short_polls += 1
             self._cut_in_a_row += 1
             if self._cut_in_a_row == 1:
