@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from test_live import NO_IPV6
 
 from tcpfast import snapshot
 from tcpfast.enrich.owners import Owner, OwnerFinder, fd_counts_supported, procfs_of
+from tests.watcher_process import WatcherProcess
 
 FD_COUNTS = fd_counts_supported()
 GENEROUS_BUDGET = 30.0
@@ -224,6 +226,25 @@ def test_small_budgets_stop_early_never_wrong_and_resume(start_child, server):
     assert OwnerFinder(budget=0).find(inodes) == {}
 
 
+def test_a_cancelled_lookup_ends_at_its_next_look_and_a_later_one_goes_on(start_child, server):
+    """Cancelled part-way (a stop signal), a lookup ends at the next look at its clock,
+    with what it found: never wrong; the next lookup resumes and finds the rest."""
+    children = [start_child(f"tf8-cancel-{n}") for n in range(3)]
+    inodes = {child.pid: child.connect(server, 30) for child in children}
+    clock = StepClock()
+    finder = OwnerFinder(budget=10**9, use_fd_counts=FD_COUNTS, clock=clock)
+    cancel_at = clock.now + 40                         # steps: far fewer than the walk takes
+    found = finder.find([i for held in inodes.values() for i in held],
+                        cancelled=lambda: clock.now >= cancel_at)
+    assert clock.now <= cancel_at + 1                  # the look that saw it was the last
+    everything = {i: Owner(pid, f"tf8-cancel-{n}")
+                  for n, (pid, held) in enumerate(inodes.items()) for i in held}
+    assert len(found) < len(everything)                # it did stop before the end ...
+    assert all(everything[inode] == owner for inode, owner in found.items())   # ... never wrong
+    assert finder.find(everything.keys() - found.keys()) == {
+        inode: owner for inode, owner in everything.items() if inode not in found}
+
+
 def test_the_first_lookup_has_its_own_budget(start_child, server):
     """Nothing cached yet: the first lookup that has something to find gets first_budget."""
     child = start_child("tf8-first")
@@ -301,6 +322,100 @@ def test_cli_process_option_text(start_child, server):
     target = f" -> [{host}]:{port}" if ":" in host else f" -> {host}:{port}"
     lines = [line for line in _tcpfast("--process") if target in line]
     assert len(lines) == 1 and lines[0].endswith(f"{target} pid={child.pid} tf8-cli-text")
+
+
+@pytest.mark.parametrize("form", ["json", "text"])
+def test_cli_closed_events_name_the_owner_found_when_new(start_child, server, form):
+    """--process --events new,closed: a connection's closed event says who held it, as
+    its new event did (the socket is gone by then: only the watcher can remember it)."""
+    child = start_child("tf14-closer")
+    host, port = server.getsockname()[:2]
+    target = f" -> [{host}]:{port}" if ":" in host else f" -> {host}:{port}"
+    owner = f" pid={child.pid} tf14-closer"
+    options = ["--json"] if form == "json" else []
+    watcher = WatcherProcess("--interval", "0.2", "--process", "--events", "new,closed",
+                             *options)
+    try:
+        watcher.wait_until(lambda: any(f":{port}" in line or f'"local_port": {port},' in line
+                                       for line in watcher.out))      # the first poll's listener
+        [inode] = child.connect(server, 1)
+        if form == "json":
+            def lines(event):
+                return [e for e in watcher.events() if e["event"] == event and e["inode"] == inode]
+        else:
+            def lines(event):
+                name = {"new": "New", "closed": "Closed"}[event]
+                return [line for line in watcher.out
+                        if f": {name} connection: " in line and line.endswith(target + owner)]
+        watcher.wait_until(lambda: lines("new"))
+        child.close(inode)
+        watcher.wait_until(lambda: lines("closed"))
+    finally:
+        watcher.stop()
+    if form == "json":
+        [new], [closed] = lines("new"), lines("closed")
+        assert (new["pid"], new["comm"]) == (closed["pid"], closed["comm"]) == (
+            child.pid, "tf14-closer")
+        assert closed["local_port"] == new["local_port"] and closed["duration"] >= 0
+    else:
+        assert len(lines("new")) == len(lines("closed")) == 1
+    assert watcher.err == []
+
+
+# Holds FDS copies of /dev/null until stdin closes: an fd table the owner lookup must read.
+FILLER = textwrap.dedent("""
+    import os, sys
+    null = os.open(os.devnull, os.O_RDONLY)
+    held = [os.dup(null) for _ in range(int(sys.argv[1]))]
+    print("ready", flush=True)
+    sys.stdin.read()
+""")
+
+
+def _reading(pid: int, fd_dirs: set[str]) -> bool:
+    """Whether process ``pid`` has one of ``fd_dirs`` open (the lookup is reading it)."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:                          # an fd closed between the listing and the read
+        return False
+    return not fd_dirs.isdisjoint(links)
+
+
+def test_cli_stop_during_the_owner_lookup_is_answered_at_once():
+    """A listener no process holds (its one reference in flight over a UNIX socket) keeps
+    the first lookup walking every fd table; processes with 15,000 fds each make the walk
+    long. Stopped while it reads one of them, tcpfast exits there (130), having printed
+    nothing: the lines come after the lookup, which did not finish."""
+    fillers = [subprocess.Popen([sys.executable, "-I", "-c", FILLER, "15000"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for _ in range(4)]
+    carrier, receiver = socket.socketpair(socket.AF_UNIX)
+    try:
+        assert all(filler.stdout.readline() == "ready\n" for filler in fillers)
+        with socket.socket() as orphan:
+            orphan.bind(("127.0.0.1", 0))
+            orphan.listen()
+            socket.send_fds(carrier, [b"x"], [orphan.fileno()])
+        watcher = subprocess.Popen([sys.executable, "-m", "tcpfast", "--once", "--process"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            fd_dirs = {f"/proc/{filler.pid}/fd" for filler in fillers}
+            while not _reading(watcher.pid, fd_dirs):
+                assert watcher.poll() is None, "tcpfast ended before its lookup read a filler"
+            watcher.send_signal(signal.SIGINT)
+            out, err = watcher.communicate(timeout=60)
+        finally:
+            watcher.kill()
+            watcher.wait()
+    finally:
+        carrier.close()
+        receiver.close()
+        for filler in fillers:
+            filler.stdin.close()
+            filler.wait(timeout=30)
+            filler.stdout.close()
+    assert (watcher.returncode, out) == (130, "")
+    assert err == "tcpfast: stopped by SIGINT before the listing was complete: 0 line(s) written\n"
 
 
 def _comm(pid: int) -> str:
