@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import traceback
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ from test_live import NO_IPV6
 
 from tcpfast import snapshot
 from tcpfast.enrich.owners import Owner, OwnerFinder, fd_counts_supported, procfs_of
-from tests.watcher_process import WatcherProcess
+from tcpfast.outputs import report
+from tcpfast.poller import Poller
+from tcpfast.watch import Watcher
 
 FD_COUNTS = fd_counts_supported()
 GENEROUS_BUDGET = 30.0
@@ -324,42 +327,31 @@ def test_cli_process_option_text(start_child, server):
     assert len(lines) == 1 and lines[0].endswith(f"{target} pid={child.pid} tf8-cli-text")
 
 
-@pytest.mark.parametrize("form", ["json", "text"])
-def test_cli_closed_events_name_the_owner_found_when_new(start_child, server, form):
-    """--process --events new,closed: a connection's closed event says who held it, as
-    its new event did (the socket is gone by then: only the watcher can remember it)."""
+def test_closed_events_name_the_owner_found_when_new(start_child, server):
+    """A poll's new connection named its owner; its closed event names it too, in JSON
+    and text lines (the socket is gone by then: only the watcher can remember it). Real
+    polls of the test's namespace through the Poller, as --process --events new,closed
+    runs them, with a budget that outlasts a busy machine."""
     child = start_child("tf14-closer")
-    host, port = server.getsockname()[:2]
-    target = f" -> [{host}]:{port}" if ":" in host else f" -> {host}:{port}"
-    owner = f" pid={child.pid} tf14-closer"
-    options = ["--json"] if form == "json" else []
-    watcher = WatcherProcess("--interval", "0.2", "--process", "--events", "new,closed",
-                             *options)
-    try:
-        watcher.wait_until(lambda: any(f":{port}" in line or f'"local_port": {port},' in line
-                                       for line in watcher.out))      # the first poll's listener
-        [inode] = child.connect(server, 1)
-        if form == "json":
-            def lines(event):
-                return [e for e in watcher.events() if e["event"] == event and e["inode"] == inode]
-        else:
-            def lines(event):
-                name = {"new": "New", "closed": "Closed"}[event]
-                return [line for line in watcher.out
-                        if f": {name} connection: " in line and line.endswith(target + owner)]
-        watcher.wait_until(lambda: lines("new"))
-        child.close(inode)
-        watcher.wait_until(lambda: lines("closed"))
-    finally:
-        watcher.stop()
-    if form == "json":
-        [new], [closed] = lines("new"), lines("closed")
-        assert (new["pid"], new["comm"]) == (closed["pid"], closed["comm"]) == (
-            child.pid, "tf14-closer")
-        assert closed["local_port"] == new["local_port"] and closed["duration"] >= 0
-    else:
-        assert len(lines("new")) == len(lines("closed")) == 1
-    assert watcher.err == []
+    polls = []
+    poller = Poller(Watcher(), polls.append, pytest.fail,
+                    owners=OwnerFinder(budget=GENEROUS_BUDGET, first_budget=GENEROUS_BUDGET))
+    poller.poll()
+    [inode] = child.connect(server, 1)
+    new = poller.poll().new
+    [(row, owner)] = [(row, owner) for row, owner in zip(new.rows, new.owners)
+                      if row["inode"] == inode]
+    assert owner == Owner(child.pid, "tf14-closer")
+    child.close(inode)                 # its row: FIN_WAIT2 or gone, without an inode either way
+    closed = poller.poll().closed
+    assert closed.rows["local_port"].tolist() == [row["local_port"]]
+    assert closed.owners == [Owner(child.pid, "tf14-closer")]
+    when = datetime.now(timezone.utc)
+    event = json.loads(report.json_lines(closed, when)[0])
+    assert (event["event"], event["inode"], event["pid"], event["comm"]) == (
+        "closed", inode, child.pid, "tf14-closer")
+    [line] = report.text_lines(closed, when)
+    assert ": Closed connection: " in line and line.endswith(f" pid={child.pid} tf14-closer")
 
 
 # Holds FDS copies of /dev/null until stdin closes: an fd table the owner lookup must read.
