@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,10 +13,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__, backend
 from .detect import AllowList, ScanDetector
+from .detect.scans import MAX_SCAN_PORTS
+from .enrich.addresses import WatchedNetworks
 from .enrich.containers import DEFAULT_POD_LOGS, HolderLookup, PodLogs
 from .enrich.direction import IN, OUT, ephemeral_ports
 from .enrich.owners import DEFAULT_BUDGET, OwnerFinder, procfs_of
-from .events import Poll
+from .events import Poll, Stopped
 from .filters import (
     Filter,
     KernelFilter,
@@ -26,13 +29,20 @@ from .filters import (
     parse_uids,
 )
 from .filters.states import lasting_states
-from .loop import StopSignals, run_every
-from .outputs.firewall import DEFAULT_BLOCK_SECONDS, Firewall, FirewallError
+from .loop import MAX_INTERVAL, MIN_INTERVAL, StopSignals, run_every
+from .outputs.firewall import (
+    DEFAULT_BLOCK_SECONDS,
+    MAX_BLOCK_SECONDS,
+    MIN_BLOCK_SECONDS,
+    Firewall,
+    FirewallError,
+)
 from .outputs.printer import EVENT_KINDS, EventPrinter
 from .outputs.writer import LineWriter, OutputError
 from .poller import Poller
 from .sources import TABLES, Source, open_source
 from .sources.namespaces import AllNamespaces
+from .sources.netns import proc_root_of
 from .watch import Watcher
 
 if TYPE_CHECKING:
@@ -42,17 +52,40 @@ EXIT_OK = 0
 EXIT_INCOMPLETE = 1           # --once with a --read-timeout that cut the read short
 EXIT_INPUT_ERROR = 2          # also argparse's exit code for a usage error
 EXIT_OUTPUT_ERROR = 3
+EXIT_SIGNAL_BASE = 128        # --once stopped by a signal: 128 + its number, as the shell says
 PROC_ROOT_VARIABLE = "TCPFAST_PROC_ROOT"
 DEFAULT_READ_TIMEOUT = 30.0
 
-def _seconds(text: str) -> float:
+#: Defaults of the options that other options can rule out: given with those, they are refused.
+DEFAULTS = {"interval": 10.0, "scan_ports": 3, "scan_window": 60.0,
+            "block_for": DEFAULT_BLOCK_SECONDS}
+#: Options of port-scan detection and blocking (beside --scan-ports).
+DETECTION_OPTIONS = ("scan_window", "scan_local", "allow", "block", "block_for")
+
+
+def _number(text: str) -> float:
     try:
-        seconds = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not seconds > 0 or seconds == float("inf"):
+
+
+def _seconds(text: str) -> float:
+    seconds = _number(text)
+    if not 0 < seconds < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
     return seconds
+
+
+def _seconds_from(minimum: float, maximum: float) -> Callable[[str], float]:
+    """Seconds within what the code and the kernel can take."""
+    def seconds_within(text: str) -> float:
+        seconds = _number(text)
+        if not minimum <= seconds <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"must be from {minimum:.15g} to {maximum:.15g} seconds, not {text!r}")
+        return seconds
+    return seconds_within
 
 
 def _parsed(parse: Callable[[str], object]) -> Callable[[str], object]:
@@ -86,9 +119,10 @@ def _events(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
+def _scan_ports(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SCAN_PORTS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 0 to {MAX_SCAN_PORTS}, not {text!r}")
     return int(text)
 
 
@@ -131,13 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "Reads /proc/net/tcp and /proc/net/tcp6 every INTERVAL seconds; "
                     "the first poll lists every current connection (unless "
                     "--skip-existing), later polls only what is new since the poll before.",
-        epilog="Exit status: 0 when stopped (SIGINT/SIGTERM), after --once, or when the "
-               "reader of the output has gone (| head); 1 when --once was cut short by "
-               "--read-timeout; 2 for a usage error or a table that cannot be read at "
-               "start; 3 when the output cannot be written (a full disk, a closed stdout).",
+        epilog="Exit status: 0 when stopped while watching (SIGINT/SIGTERM), after --once, "
+               "or when the reader of the output has gone (| head); 1 when --once was cut "
+               "short by --read-timeout; 2 for a usage error (options that rule each other "
+               "out included) or a table that cannot be read at start; 3 when the output "
+               "cannot be written (a full disk, a closed stdout); 128+N, the shell's "
+               "convention, when signal N stopped --once before its listing was complete "
+               "(130 for SIGINT, 143 for SIGTERM; whole lines only, and stderr says how "
+               "many were written).",
     )
-    parser.add_argument("--interval", type=_seconds, default=10.0, metavar="SECONDS",
-                        help="seconds between polls, > 0 (default: %(default)g)")
+    parser.add_argument("--interval", type=_seconds_from(MIN_INTERVAL, MAX_INTERVAL),
+                        metavar="SECONDS",
+                        help=f"seconds between polls, from {MIN_INTERVAL:g} to "
+                             f"{MAX_INTERVAL:.15g} (24.8 days) "
+                             f"(default: {DEFAULTS['interval']:g})")
     parser.add_argument("--once", action="store_true",
                         help="poll once, print every current connection, and exit")
     parser.add_argument("--read-timeout", type=_seconds, metavar="SECONDS",
@@ -218,22 +259,29 @@ def build_parser() -> argparse.ArgumentParser:
                              f"pid=PID COMM. A poll's lookup stops after {DEFAULT_BUDGET:g} s "
                              "(the first poll's after half the interval; with --once, when "
                              "done); sockets of processes this user may not read have none")
-    parser.add_argument("--scan-ports", type=_count, default=3, metavar="N",
+    parser.add_argument("--scan-ports", type=_scan_ports, metavar="N",
                         help="report a port scan when one remote address opens inbound "
                              "connections to more than N distinct local ports within "
                              "--scan-window, whatever --state prints; 0 turns detection off "
-                             "(default: %(default)s)")
-    parser.add_argument("--scan-window", type=_seconds, default=60.0, metavar="SECONDS",
-                        help="port-scan window (default: %(default)g)")
-    parser.add_argument("--allow", type=_allow, default=AllowList(), metavar="CIDR[,CIDR...]",
+                             f"(default: {DEFAULTS['scan_ports']})")
+    parser.add_argument("--scan-window", type=_seconds, metavar="SECONDS",
+                        help=f"port-scan window (default: {DEFAULTS['scan_window']:g})")
+    parser.add_argument("--scan-local", action="store_true",
+                        help="also report scans from loopback and from the watched "
+                             "namespace's own addresses (local clients of local services), "
+                             "which are left out by default")
+    parser.add_argument("--allow", type=_allow, metavar="CIDR[,CIDR...]",
                         help="sources never reported as scanners nor blocked, e.g. "
                              "10.0.0.0/8,2001:db8::/32")
     parser.add_argument("--block", action="store_true",
                         help="drop a detected scanner's packets with nftables (table inet "
                              "tcpfast; needs the nft command and CAP_NET_ADMIN); never "
                              "loopback, this host's addresses, or --allow")
-    parser.add_argument("--block-for", type=_seconds, default=DEFAULT_BLOCK_SECONDS,
-                        metavar="SECONDS", help="how long a block lasts (default: %(default)g)")
+    parser.add_argument("--block-for", type=_seconds_from(MIN_BLOCK_SECONDS, MAX_BLOCK_SECONDS),
+                        metavar="SECONDS",
+                        help=f"how long a block lasts, from {MIN_BLOCK_SECONDS:g} to "
+                             f"{MAX_BLOCK_SECONDS:.15g} (the kernel's limit) "
+                             f"(default: {DEFAULTS['block_for']:g})")
     parser.add_argument("--metrics", type=_listen_address, metavar="[ADDR:]PORT",
                         help="serve Prometheus metrics on http://ADDR:PORT/metrics "
                              "(ADDR default 127.0.0.1)")
@@ -241,12 +289,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser
-                    ) -> tuple[ScanDetector | None, Firewall | None, Metrics | None]:
-    """Detection, blocking and metrics as asked; FirewallError or OSError when they
-    cannot start."""
-    if args.block and args.scan_ports == 0:
-        parser.error("--block needs port-scan detection (--scan-ports above 0)")
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _refuse_contradictions(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """An option that the others rule out is a usage error, never silently ignored."""
+    given = {dest for dest, value in vars(args).items()
+             if value is not None and value is not False}
+    if args.scan_ports == 0:
+        given.discard("scan_ports")                 # turning detection off asks for nothing
+    if args.once:
+        reasons = {"skip_existing": "leaves out the first poll, the only one --once makes",
+                   "interval": "--once polls once",
+                   "metrics": "--once exits after its one poll, before any scrape"}
+        reasons.update(dict.fromkeys(
+            ("scan_ports", *DETECTION_OPTIONS),
+            "--once polls once, and port scans are found in the polls that follow"))
+        for dest, reason in reasons.items():
+            if dest in given:
+                parser.error(f"{_option(dest)}: {reason}")
+        if "closed" in args.events:
+            parser.error("--events closed: --once polls once and sees nothing close")
+    if args.scan_ports == 0:
+        for dest in DETECTION_OPTIONS:
+            if dest in given:
+                parser.error(f"{_option(dest)} needs port-scan detection (--scan-ports above 0)")
+    if "block_for" in given and not args.block:
+        parser.error("--block-for needs --block")
+    if args.source == "proc" and args.netns:
+        parser.error("--netns needs --source netlink")
+    if args.all_netns and args.netns:
+        parser.error("--netns: --all-netns watches every namespace")
+    if args.pod_logs and not args.all_netns:
+        parser.error("--pod-logs needs --all-netns (pods are named with their namespaces)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, checked against each other, with the defaults of those not given."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _refuse_contradictions(args, parser)
+    for dest, default in DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+    if args.allow is None:
+        args.allow = AllowList()
+    return args
+
+
+def _start_features(args: argparse.Namespace) -> tuple[Firewall | None, Metrics | None]:
+    """Blocking and metrics as asked; FirewallError or OSError when they cannot start."""
     metrics = None
     if args.metrics:
         from .outputs.metrics import Metrics
@@ -256,10 +349,25 @@ def _start_features(args: argparse.Namespace, parser: argparse.ArgumentParser
     if args.block:
         firewall = Firewall(block_for=args.block_for, allow=args.allow)
         firewall.start()
-    detector = None
-    if args.scan_ports and not args.once:         # one poll has no new connections to count
-        detector = ScanDetector(args.scan_ports, args.scan_window, args.allow)
-    return detector, firewall, metrics
+    return firewall, metrics
+
+
+def _detector(args: argparse.Namespace) -> ScanDetector | None:
+    """Port-scan detection unless off (or --once: one poll has no new connections to count).
+
+    Local clients are left out unless --scan-local: loopback, and the addresses of
+    the namespace watched, read from its tables (--proc-root's; with --netns, those
+    of a process in it).
+    """
+    if not args.scan_ports or args.once:
+        return None
+    local = None
+    if not args.scan_local:
+        if args.netns is not None:
+            local = WatchedNetworks(proc_root_of(args.netns), args.netns, _warn)
+        else:
+            local = WatchedNetworks(args.proc_root, warn=_warn)
+    return ScanDetector(args.scan_ports, args.scan_window, args.allow, local=local)
 
 
 def _selection(args: argparse.Namespace) -> Filter:
@@ -304,8 +412,7 @@ def _emitter(printer: EventPrinter, metrics: Metrics | None) -> Callable[[Poll],
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if backend.PURE_SETTING_PROBLEM:
         _warn(backend.PURE_SETTING_PROBLEM)
     if not backend.ACCELERATED and not backend.PURE_REQUESTED:
@@ -318,11 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     read_timeout = args.read_timeout
     if read_timeout is None and not args.once:
         read_timeout = DEFAULT_READ_TIMEOUT
-    if args.source == "proc" and args.netns:
-        parser.error("--netns needs --source netlink")
     ephemeral = ephemeral_ports()
     try:
-        detector, firewall, metrics = _start_features(args, parser)
+        firewall, metrics = _start_features(args)
     except FirewallError as error:
         _warn(str(error))
         return EXIT_INPUT_ERROR
@@ -330,8 +435,6 @@ def main(argv: list[str] | None = None) -> int:
         _warn(f"--metrics: cannot listen on {args.metrics[0]}:{args.metrics[1]}: "
               f"{error.strerror or error}")
         return EXIT_INPUT_ERROR
-    if args.all_netns and args.netns:
-        parser.error("--all-netns watches every namespace: leave out --netns")
     selection = _selection(args)
     try:
         source, holders = _open_source(args, _kernel_filter(args, selection))
@@ -341,13 +444,14 @@ def main(argv: list[str] | None = None) -> int:
     # Between polls, netlink also hears of every destroyed socket: connections
     # opened and closed in between are reported too (new_and_closed).
     destroyed = None if args.once else source.destroy_events(_warn)
+    detector = _detector(args)
     stop = StopSignals(output_fd=1)
     owners = None
     if args.process:        # the first lookup, with nothing cached, is a full walk of /proc/*/fd
         first_budget = math.inf if args.once else max(DEFAULT_BUDGET, args.interval / 2)
         owners = OwnerFinder(procfs_of(args.proc_root), first_budget=first_budget)
     printer = EventPrinter(writer, json=args.json, events=args.events,
-                           show_direction=args.direction)
+                           show_direction=args.direction, cancelled=lambda: stop.requested)
     poller = Poller(
         Watcher(args.state, skip_existing=args.skip_existing, ephemeral=ephemeral),
         _emitter(printer, metrics),
@@ -370,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
                 poll()
             else:
                 run_every(args.interval, poll_and_go_on, stop)
+    except Stopped as stopped:
+        assert stop.signal is not None               # only a signal stops a poll under way
+        return _stopped(stopped, stop.signal, args.once, writer.lines_written)
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except OutputError as error:
@@ -387,6 +494,20 @@ def main(argv: list[str] | None = None) -> int:
 def _source_kind(args: argparse.Namespace) -> str:
     """--source, or netlink for --netns (only netlink can enter a namespace)."""
     return "netlink" if args.source == "netlink" or args.netns else "proc"
+
+
+def _stopped(stopped: Stopped, signum: int, once: bool, written: int) -> int:
+    """A stop signal cut a poll short: with --once, say so and exit 128 + its number (a
+    script must not take it for a whole listing); watching, exit 0, saying what of the
+    poll was not printed, if anything."""
+    name = signal.Signals(signum).name
+    if once:
+        _warn(f"stopped by {name} before the listing was complete: {written} line(s) written")
+        return EXIT_SIGNAL_BASE + signum
+    if stopped.unwritten:
+        _warn(f"stopped by {name} while printing a poll: its last {stopped.unwritten} "
+              "line(s) not written")
+    return EXIT_OK
 
 
 def _cannot_read(error: OSError, proc_root: str) -> str:

@@ -36,6 +36,16 @@ class Holder:
 _PER_ROW = ("rows", "direction", "duration", "owners", "times", "unknown", "info", "holder")
 
 
+class Stopped(Exception):
+    """A stop signal came while a poll was under way: the poll was given up between two
+    of its steps (the read, the owner lookup, a batch of lines), after whole lines only.
+    ``unwritten``: lines of the poll not written (0 when it stopped before printing)."""
+
+    def __init__(self, unwritten: int = 0) -> None:
+        super().__init__(f"{unwritten} line(s) not written")
+        self.unwritten = unwritten
+
+
 @dataclass(frozen=True)
 class RowEvents:
     """Rows of one kind of event (``new``, ``closed``, ``new_and_closed``), with what was

@@ -10,20 +10,30 @@ import stat
 import time
 from collections.abc import Callable
 
+MAX_WAIT_MS = 2**31 - 1
+"""poll()'s timeout is a C int of milliseconds (about 24.8 days): longer waits are chunked."""
+MIN_INTERVAL = 0.001
+"""Seconds: the wait's resolution (poll() counts milliseconds)."""
+MAX_INTERVAL = MAX_WAIT_MS / 1000
+"""Seconds between polls at most: one wait, one poll() (a longer interval is a unit mistake)."""
+
 
 class StopSignals:
     """SIGINT and SIGTERM ask the loop to stop; the wait between polls ends at once.
 
-    The handler only sets a flag; Python's wakeup fd makes the pending
-    ``poll()`` return, so a stop never cuts a poll's output in half. When the
-    output is a pipe, the wait also watches it: once its reader has gone
-    (``tcpfast | head -1``), the loop stops then, not at its next write.
+    The handler only sets a flag (and remembers the first signal, ``signal``);
+    Python's wakeup fd makes the pending ``poll()`` return. A poll under way
+    looks at ``requested`` between its steps and gives up (``events.Stopped``),
+    after whole lines only. When the output is a pipe, the wait also watches
+    it: once its reader has gone (``tcpfast | head -1``), the loop stops then,
+    not at its next write.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, output_fd: int | None = None) -> None:
         self.requested = False
+        self.signal: int | None = None      # the first stop signal received, if any
         self.output_gone = False
         self._output_fd = output_fd if output_fd is not None and _is_pipe(output_fd) else None
 
@@ -41,6 +51,8 @@ class StopSignals:
         os.close(self._write_fd)
 
     def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is None:
+            self.signal = signum
         self.requested = True
 
     def wait(self, seconds: float) -> bool:
@@ -51,14 +63,19 @@ class StopSignals:
         poller.register(self._read_fd, select.POLLIN)
         if self._output_fd is not None:
             poller.register(self._output_fd, 0)        # errors only: the reader has gone
-        for fd, events in poller.poll(math.ceil(seconds * 1000)):
-            if fd == self._read_fd:
-                try:
-                    os.read(self._read_fd, 512)
-                except BlockingIOError:
-                    pass
-            elif events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-                self.output_gone = self.requested = True
+        deadline = time.monotonic() + seconds
+        while not self.requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for fd, events in poller.poll(min(math.ceil(left * 1000), MAX_WAIT_MS)):
+                if fd == self._read_fd:
+                    try:
+                        os.read(self._read_fd, 512)
+                    except BlockingIOError:
+                        pass
+                elif events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    self.output_gone = self.requested = True
         return self.requested
 
 

@@ -16,7 +16,7 @@ from .detect.scans import ScanDetector
 from .enrich.containers import HolderLookup
 from .enrich.direction import IN
 from .enrich.owners import OwnerFinder
-from .events import Poll, RowEvents
+from .events import Poll, RowEvents, Stopped
 from .filters import Filter
 from .outputs.firewall import Firewall
 from .sources import Snapshot, Source
@@ -40,7 +40,9 @@ class Poller:
     detection still sees every one); with
     ``detector``, port scans are looked for among the inbound connections that
     appeared (whatever state they are in, whatever is printed), and with
-    ``firewall`` their sources are blocked.
+    ``firewall`` their sources are blocked. Once ``cancelled`` says so (a stop
+    signal), the read and the owner lookup end early and the poll is given up
+    (``Stopped``), before anything of it is emitted.
     """
 
     def __init__(self, watcher: Watcher, emit: Callable[[Poll], None], warn: Warn, *,
@@ -87,6 +89,7 @@ class Poller:
         # against a baseline that then holds it if this read listed it.
         destroyed = self._destroyed.drain() if self._destroyed is not None else None
         snapshot = self.read()
+        self._stop_if_asked()
         self.polls += 1
         if snapshot.malformed:
             self._warn(f"skipped {snapshot.malformed} malformed row(s) in {self.where}")
@@ -95,13 +98,18 @@ class Poller:
         short_lived = (None if destroyed is None
                        else self._watcher.opened_and_closed(*destroyed, listeners=snapshot.rows))
         result = self._watcher.update(snapshot, time.time())
+        kept = None
         if self._selection is not None:      # before owners: only what is reported is looked up
-            result = replace(result, new=self._select(result.new),
+            kept = self._selection.mask(result.new.rows, result.new.direction)
+            result = replace(result, new=result.new.where(kept),
                              closed=self._select(result.closed))
             if short_lived is not None:
                 short_lived = self._select(short_lived)
         if self._owners is not None:        # the closed sockets' fd numbers are the likeliest reused
-            owners = self._owners.owners_of(result.new.rows, result.closed.rows)
+            owners = self._owners.owners_of(result.new.rows, result.closed.rows,
+                                            cancelled=self._cancelled)
+            self._stop_if_asked()
+            self._watcher.name_owners(owners, kept)
             result = replace(result, new=replace(result.new, owners=owners))
         if short_lived is not None:
             result = replace(result, new_and_closed=short_lived)
@@ -138,9 +146,12 @@ class Poller:
             self._warn(f"every namespace read again after {self._unread_in_a_row} poll(s)")
             self._unread_in_a_row = 0
 
+    def _stop_if_asked(self) -> None:
+        if self._cancelled is not None and self._cancelled():
+            raise Stopped
+
     def _track_cut_short(self, snapshot: Snapshot) -> None:
-        cancelled = self._cancelled is not None and self._cancelled()
-        if not snapshot.complete and not cancelled:
+        if not snapshot.complete:             # by the timeout: a stop raised Stopped before
             self.cut_short_polls += 1
             self._cut_in_a_row += 1
             if self._cut_in_a_row == 1:

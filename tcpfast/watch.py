@@ -2,20 +2,21 @@
 
 The watcher keeps the last poll's rows as its baseline, with what it knows of
 each connection beside them (when it was first seen, its direction, whether
-it was reported), and carries that over to the next poll through the key
-match (``diff.keys.match``), all with vectorised operations.
+it was reported, its owner), and carries that over to the next poll through
+the key match (``diff.keys.match``), all with vectorised operations.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .diff import keys
 from .enrich.direction import DEFAULT_EPHEMERAL_PORTS, directions
+from .enrich.owners import Owner
 from .events import Poll, RowEvents, no_rows
 from .schema import STATE_CODES
 from .sources import Snapshot
@@ -23,7 +24,10 @@ from .sources import Snapshot
 _TIME_WAIT = STATE_CODES["TIME_WAIT"]
 
 
-_COLUMNS = ("rows", "inode", "first_seen", "direction", "reported")
+_COLUMNS = ("rows", "inode", "first_seen", "direction", "reported", "owner")
+_NO_OWNER = -1
+#: Owners held at least, before the table of owners is compacted to those still in use.
+_OWNERS_BEFORE_COMPACTING = 1024
 
 
 @dataclass
@@ -35,6 +39,7 @@ class _Known:
     first_seen: np.ndarray      # time.time() of the first poll that saw it; NaN: before the start
     direction: np.ndarray
     reported: np.ndarray        # reported as new (or present in a chosen state at the start)
+    owner: np.ndarray           # index into the watcher's owners, found when it was new; -1: none
 
     def take(self, which: np.ndarray) -> _Known:
         return _Known(*(getattr(self, name)[which] for name in _COLUMNS))
@@ -43,6 +48,42 @@ class _Known:
     def join(*parts: _Known) -> _Known:
         return _Known(*(np.concatenate([getattr(part, name) for part in parts])
                         for name in _COLUMNS))
+
+
+class _Owners:
+    """Owners of the connections the watcher knows, each held once; a connection holds
+    its owner's index. Compacted to the owners still in use whenever it has doubled,
+    so its size follows the connections known, not every process ever seen."""
+
+    def __init__(self) -> None:
+        self.owners: list[Owner] = []
+        self._index: dict[Owner, int] = {}
+        self._compact_above = _OWNERS_BEFORE_COMPACTING
+
+    def indexes(self, owners: Sequence[Owner | None]) -> np.ndarray:
+        """Each owner's index (added if new), -1 for None: one step per new connection."""
+        index = self._index
+        for owner in set(owners) - index.keys() - {None}:
+            assert owner is not None
+            index[owner] = len(self.owners)
+            self.owners.append(owner)
+        return np.array([_NO_OWNER if owner is None else index[owner] for owner in owners],
+                        dtype=np.int32)
+
+    def named(self, indexes: np.ndarray) -> list[Owner | None]:
+        return [None if at < 0 else self.owners[at] for at in indexes.tolist()]
+
+    def compact(self, *columns: np.ndarray) -> None:
+        """Forget the owners none of ``columns`` (index arrays, renumbered in place) holds."""
+        if len(self.owners) <= self._compact_above:
+            return
+        used = np.unique(np.concatenate([column[column >= 0] for column in columns]))
+        for column in columns:
+            holds = column >= 0
+            column[holds] = np.searchsorted(used, column[holds])
+        self.owners = [self.owners[at] for at in used.tolist()]
+        self._index = {owner: at for at, owner in enumerate(self.owners)}
+        self._compact_above = max(_OWNERS_BEFORE_COMPACTING, 2 * len(self.owners))
 
 
 class Watcher:
@@ -63,6 +104,8 @@ class Watcher:
     - A socket one poll misses and the next lists again (the same key and the
       same inode: a read or a dump is not atomic under churn) is not new: what
       vanished is kept for one more poll to recognise it.
+    - Owners named for a poll's new connections (:meth:`name_owners`, after the
+      update) are remembered with them: their closed events carry them.
     """
 
     def __init__(self, states: Collection[int] | None = None, *, skip_existing: bool = False,
@@ -72,6 +115,8 @@ class Watcher:
         self._ephemeral = ephemeral
         self._known: _Known | None = None
         self._vanished: _Known | None = None      # gone at the last poll
+        self._owners: _Owners | None = None       # None: no owner was ever named
+        self._new_at = np.empty(0, dtype=np.int64)  # where the last update's new rows are known
 
     def _chosen(self, rows: np.ndarray) -> np.ndarray:
         if self._states is None:
@@ -86,9 +131,11 @@ class Watcher:
         chosen = self._chosen(rows)
         if self._known is None or self._vanished is None:
             direction = directions(rows, ephemeral=self._ephemeral)
-            self._known = _Known(rows, inode, np.full(len(rows), math.nan), direction, chosen)
+            self._known = _Known(rows, inode, np.full(len(rows), math.nan), direction, chosen,
+                                 np.full(len(rows), _NO_OWNER, dtype=np.int32))
             self._vanished = self._known.take(np.zeros(len(rows), dtype=bool))
             new = np.zeros(len(rows), dtype=bool) if self._skip_existing else chosen
+            self._new_at = np.flatnonzero(new)
             return Poll(now, snapshot, True, RowEvents("new", rows[new], direction[new]))
         before = self._known
         index = keys.match(rows, before.rows)
@@ -97,16 +144,18 @@ class Watcher:
         if len(before.rows):
             gather = np.where(seen, index, 0)
             current = _Known(rows, inode, before.first_seen[gather], before.direction[gather],
-                             before.reported[gather] & seen)
+                             before.reported[gather] & seen,
+                             np.where(seen, before.owner[gather], _NO_OWNER).astype(np.int32))
         else:
             current = _Known(rows, inode, np.empty(len(rows)), np.empty(len(rows), np.uint8),
-                             np.zeros(len(rows), dtype=bool))
+                             np.zeros(len(rows), dtype=bool),
+                             np.full(len(rows), _NO_OWNER, dtype=np.int32))
         unseen = np.flatnonzero(~seen)
         if len(unseen):             # ... or from a missed read, or found now
             current.first_seen[unseen] = now
             back = self._back_from_a_missed_read(rows[unseen], inode[unseen])
             found = back >= 0
-            for name in ("first_seen", "direction", "reported"):
+            for name in ("first_seen", "direction", "reported", "owner"):
                 getattr(current, name)[unseen[found]] = getattr(self._vanished, name)[back[found]]
             fresh = unseen[~found]
             current.direction[fresh] = directions(rows[fresh], listeners=rows,
@@ -115,6 +164,7 @@ class Watcher:
             fresh = unseen
         new = chosen & ~current.reported
         current.reported |= chosen
+        self._new_at = np.flatnonzero(new)        # current's rows come first in what is known
 
         listed = np.zeros(len(before.rows), dtype=bool)      # some row of this poll is it
         listed[index[seen]] = True
@@ -128,10 +178,31 @@ class Watcher:
             self._known = _Known.join(current, before.take(~listed))
         closed = ended & before.reported
         self._vanished = before.take(ended)
+        owners = None                             # not looked up
+        if self._owners is not None:
+            owners = self._owners.named(before.owner[closed])
+            self._owners.compact(self._known.owner, self._vanished.owner)
         return Poll(now, snapshot, False, RowEvents("new", rows[new], current.direction[new]),
                     RowEvents("closed", before.rows[closed], before.direction[closed],
-                              now - before.first_seen[closed]),
+                              now - before.first_seen[closed], owners),
                     RowEvents("appeared", rows[fresh], current.direction[fresh]))
+
+    @property
+    def owners_held(self) -> int:
+        """Owners remembered now: bounded by the connections known, not by all ever seen."""
+        return 0 if self._owners is None else len(self._owners.owners)
+
+    def name_owners(self, owners: Sequence[Owner | None], kept: np.ndarray | None = None) -> None:
+        """The owners found for the last update's new rows, in their order (None: not
+        found): remembered with each connection, for its closed event. ``kept``: which
+        of the new rows they are for (a selection reported only those), if not all."""
+        new_at = self._new_at if kept is None else self._new_at[kept]
+        if len(owners) != len(new_at):
+            raise ValueError(f"{len(owners)} owners for {len(new_at)} new rows")
+        if self._owners is None:
+            self._owners = _Owners()
+        assert self._known is not None
+        self._known.owner[new_at] = self._owners.indexes(owners)
 
     def opened_and_closed(self, destroyed: np.ndarray, times: np.ndarray,
                           listeners: np.ndarray) -> RowEvents:

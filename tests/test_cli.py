@@ -106,20 +106,67 @@ def test_malformed_rows_are_reported_on_stderr(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--interval", "0"], "must be a positive number of seconds"),
-    (["--interval", "-1"], "must be a positive number of seconds"),
+    (["--interval", "0"], "must be from 0.001 to 2147483.647 seconds, not '0'"),
+    (["--interval", "-1"], "must be from 0.001 to 2147483.647 seconds, not '-1'"),
     (["--interval", "soon"], "not a number"),
+    # poll()'s timeout is an int of milliseconds: these ended in a traceback after a poll.
+    (["--interval", "86400000"], "must be from 0.001 to 2147483.647 seconds, not '86400000'"),
+    (["--interval", "1e300"], "must be from 0.001 to 2147483.647 seconds, not '1e300'"),
+    (["--interval", "1e-320"], "must be from 0.001 to 2147483.647 seconds, not '1e-320'"),
+    (["--interval", "nan"], "not 'nan'"),
+    (["--read-timeout", "inf"], "must be a positive number of seconds, not 'inf'"),
     (["--state", "bogus"], "unknown state 'bogus'"),
     (["--events", "new,opened"], "unknown event 'opened'"),
     (["--read-timeout", "0"], "must be a positive number of seconds"),
     (["--nonsense"], "unrecognized arguments"),
 ])
 def test_bad_arguments_are_usage_errors(args, message):
-    result = tcpfast(*args)
+    result = tcpfast(*args, timeout=20)         # one accepted by mistake would run on
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("tcpfast: error: ") and message in result.stderr
     assert len(result.stderr.splitlines()) == 1 and result.stderr.endswith("(see tcpfast --help)\n")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    # --once polls once: these printed nothing (exit 0), or made an nft table for nothing.
+    (["--once", "--skip-existing"],
+     "--skip-existing: leaves out the first poll, the only one --once makes"),
+    (["--once", "--block"],
+     "--block: --once polls once, and port scans are found in the polls that follow"),
+    (["--once", "--events", "new,closed"],
+     "--events closed: --once polls once and sees nothing close"),
+    (["--once", "--interval", "5"], "--interval: --once polls once"),
+    (["--once", "--scan-ports", "5"],
+     "--scan-ports: --once polls once, and port scans are found in the polls that follow"),
+    (["--once", "--scan-window", "5"],
+     "--scan-window: --once polls once, and port scans are found in the polls that follow"),
+    (["--once", "--allow", "192.0.2.0/24"],
+     "--allow: --once polls once, and port scans are found in the polls that follow"),
+    (["--once", "--scan-local"],
+     "--scan-local: --once polls once, and port scans are found in the polls that follow"),
+    (["--once", "--metrics", "9"], "--metrics: --once exits after its one poll, before any scrape"),
+    # Detection off: what it would take has nothing to act on.
+    (["--scan-ports", "0", "--scan-window", "5"],
+     "--scan-window needs port-scan detection (--scan-ports above 0)"),
+    (["--scan-ports", "0", "--allow", "192.0.2.0/24"],
+     "--allow needs port-scan detection (--scan-ports above 0)"),
+    (["--scan-ports", "0", "--scan-local"],
+     "--scan-local needs port-scan detection (--scan-ports above 0)"),
+    (["--block-for", "60"], "--block-for needs --block"),
+])
+def test_options_that_rule_each_other_out_are_usage_errors(args, message):
+    result = tcpfast(*args, "--proc-root", str(SAMPLE_ROOT), timeout=20)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"tcpfast: error: {message} (see tcpfast --help)\n"
+
+
+def test_options_that_ask_for_nothing_more_pass_with_once():
+    """Turning detection off, or the defaults written out, rule nothing out."""
+    result = tcpfast("--once", "--scan-ports", "0", "--events", "new", "--proc-root",
+                     str(SAMPLE_ROOT))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert [STAMP.sub("", line) for line in result.stdout.splitlines()] == EXPECTED_TEXT
 
 
 def test_help_and_version():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tcpfast.cli import build_parser
+from tcpfast.cli import parse_args
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install --group test)")
 
@@ -24,7 +24,7 @@ def template() -> dict:
 def test_container_args_are_accepted_by_tcpfast(template):
     container = template["spec"]["containers"][0]
     try:
-        parsed = build_parser().parse_args(container["args"])
+        parsed = parse_args(container["args"])      # options that rule each other out too
     except SystemExit as error:  # argparse's usage error
         pytest.fail(f"tcpfast rejects the manifest's arguments {container['args']} "
                     f"(exit {error.code})")

@@ -1,6 +1,7 @@
 """Faults at start and while running: one-line errors, warnings, no crash, nothing
 lost, nothing reported twice. Real files, a real watcher process, real signals."""
 
+import json
 import os
 import shutil
 import signal
@@ -190,6 +191,68 @@ def test_signals_end_the_watcher_with_everything_printed(tmp_path, signum):
     assert watcher.process.returncode == 0 and watcher.err == []
     assert took < 5, f"took {took:.2f} s to stop"
     assert reported(watcher) == [c.inode for c in CONNS[:50]]
+
+
+MANY = [Conn("10.%d.%d.%d" % (i // 62500, i // 250 % 250, i % 250), 1000 + i % 60000,
+             "10.9.9.9", 443, inode=100 + i) for i in range(12_000)]     # three print batches
+
+
+def stopped_mid_listing(signum: int, *args: str) -> tuple[subprocess.Popen, list[str], str]:
+    """Run tcpfast ARGS over MANY rows, stop reading its output once the first line is
+    out (it then waits in write(), the pipe full), send ``signum``, then read on.
+    Returns the process (exited), every line it wrote, and its stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "tcpfast", "--json", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               bufsize=0)              # no read-ahead past the first line
+    try:
+        first = process.stdout.readline()        # written inside the poll: handlers are set
+        process.send_signal(signum)
+        rest, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    return process, (first + rest).decode().splitlines(keepends=True), err.decode()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_once_stopped_mid_listing_says_so_and_exits_128_plus_the_signal(tmp_path, signum):
+    root = proc_root(tmp_path, table(MANY, 4))
+    process, lines, err = stopped_mid_listing(signum, "--once", "--proc-root", str(root))
+    assert process.returncode == 128 + signum                  # 130, 143: as the shell says
+    assert 0 < len(lines) < len(MANY)                          # cut short ...
+    assert all(line.endswith("\n") and json.loads(line) for line in lines)  # ... whole lines
+    name = signal.Signals(signum).name
+    assert err == (f"tcpfast: stopped by {name} before the listing was complete: "
+                   f"{len(lines)} line(s) written\n")
+
+
+def test_watching_stopped_mid_poll_exits_0_saying_what_was_not_printed(tmp_path):
+    root = proc_root(tmp_path, table(MANY, 4))
+    process, lines, err = stopped_mid_listing(signal.SIGTERM, "--interval", "30",
+                                              "--proc-root", str(root))
+    assert process.returncode == 0
+    assert 0 < len(lines) < len(MANY)
+    assert all(line.endswith("\n") and json.loads(line) for line in lines)
+    assert err == (f"tcpfast: stopped by SIGTERM while printing a poll: its last "
+                   f"{len(MANY) - len(lines)} line(s) not written\n")
+
+
+def test_once_stopped_while_starting_says_so():
+    """A stop before the command line is even read (numpy still importing): the start's
+    handler, with a real signal."""
+    script = ("import os, signal, sys\n"
+              "sys.argv = ['tcpfast', '--onc', '--json']\n"        # a prefix, as argparse takes
+              "from tcpfast.__main__ import _stop_during_start\n"
+              "signal.signal(signal.SIGINT, _stop_during_start)\n"
+              "os.kill(os.getpid(), signal.SIGINT)\n"
+              "signal.pause()\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout) == (130, "")
+    assert result.stderr == "tcpfast: stopped by SIGINT while starting: nothing listed\n"
+    watching = subprocess.run([sys.executable, "-c", script.replace("'--onc', ", "")],
+                              capture_output=True, text=True, timeout=60)
+    assert (watching.returncode, watching.stdout, watching.stderr) == (0, "", "")
 
 
 def head_one(*args: str) -> tuple[str, str]:

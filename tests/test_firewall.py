@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tcpfast.detect import AllowList
-from tcpfast.outputs.firewall import Firewall
+from tcpfast.outputs.firewall import MAX_BLOCK_SECONDS, Firewall, nft_duration
 
 pytestmark = pytest.mark.skipif(not shutil.which("ip"), reason="needs the ip command (iproute2)")
 
@@ -30,3 +30,15 @@ def test_exempt_address_is_not_blocked_and_nft_never_runs():
     firewall = Firewall(nft="/nonexistent/nft")          # nft would fail if it ran
     assert firewall.block("127.0.0.1") is None
     assert firewall.block("::ffff:127.0.0.1") is None
+
+
+def test_block_timeouts_are_written_as_nft_parses_them():
+    """nft refuses nine digits in one unit ("100000000ms": value too large): each unit holds
+    its part, up to the kernel's limit (test_block sets a long one in a real namespace)."""
+    assert nft_duration(3600) == "1h"
+    assert nft_duration(1.5) == "1s500ms"
+    assert nft_duration(0.001) == "1ms"
+    assert nft_duration(1e9) == "11574d1h46m40s"
+    assert nft_duration(MAX_BLOCK_SECONDS) == "213503d23h34m33s708ms"   # 2**64 ns - 1 ms
+    with pytest.raises(ValueError, match=r"block_for must be from 0\.001 to 18446744073\.708"):
+        Firewall(block_for=MAX_BLOCK_SECONDS + 0.001)

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from tcpfast.loop import run_every
+from tcpfast.loop import MAX_INTERVAL, StopSignals, run_every
 
 
 class FakeTime:
@@ -44,6 +44,28 @@ def test_a_poll_slower_than_the_interval_skips_ahead_instead_of_bursting():
     fake = FakeTime([0.1, 2.5, 0.1, 0.1])
     run_every(1.0, fake.poll, fake, clock=fake.clock)
     assert fake.poll_starts == [1000.0, 1001.0, 1004.0, 1005.0]
+
+
+def test_a_wait_longer_than_poll_can_take_still_ends_when_the_reader_goes():
+    """poll() takes an int of milliseconds: a longer wait is waited in chunks (it raised
+    OverflowError once the interval passed 24.8 days)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)                                  # the reader has gone already
+    try:
+        with StopSignals(output_fd=write_end) as stop:
+            assert stop.wait(1e300) is True
+            assert stop.output_gone and stop.signal is None
+    finally:
+        os.close(write_end)
+
+
+def test_the_first_stop_signal_is_remembered():
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(MAX_INTERVAL) is True          # the handler ran: the wait ends at once
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.wait(MAX_INTERVAL) is True
+    assert stop.signal == signal.SIGTERM and not stop.output_gone
 
 
 class LineReader:

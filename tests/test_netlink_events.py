@@ -214,7 +214,8 @@ def test_text_and_json_lines_of_new_and_closed_carry_their_close_time():
 
 def test_a_connect_scan_between_polls_is_detected_through_destroy_events():
     """Each probe connects and closes at once: no poll lists one, the destroy events
-    hear of all; port-scan detection counts them (default --scan-ports 3)."""
+    hear of all; port-scan detection counts them (default --scan-ports 3; --scan-local,
+    the probes come from loopback)."""
     from watcher_process import WatcherProcess
     events_or_skip().close()
     servers = [socket.socket() for _ in range(5)]
@@ -223,7 +224,7 @@ def test_a_connect_scan_between_polls_is_detected_through_destroy_events():
         server.listen(4)
     ports = {server.getsockname()[1] for server in servers}
     watcher = WatcherProcess("--source", "netlink", "--interval", "0.5", "--json",
-                             "--skip-existing")
+                             "--skip-existing", "--scan-local")
     try:
         time.sleep(1.2)
         for server in servers:

@@ -7,11 +7,13 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import traceback
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -19,6 +21,10 @@ from test_live import NO_IPV6
 
 from tcpfast import snapshot
 from tcpfast.enrich.owners import Owner, OwnerFinder, fd_counts_supported, procfs_of
+from tcpfast.outputs import report
+from tcpfast.poller import Poller
+from tcpfast.sources import ProcTables
+from tcpfast.watch import Watcher
 
 FD_COUNTS = fd_counts_supported()
 GENEROUS_BUDGET = 30.0
@@ -224,6 +230,25 @@ def test_small_budgets_stop_early_never_wrong_and_resume(start_child, server):
     assert OwnerFinder(budget=0).find(inodes) == {}
 
 
+def test_a_cancelled_lookup_ends_at_its_next_look_and_a_later_one_goes_on(start_child, server):
+    """Cancelled part-way (a stop signal), a lookup ends at the next look at its clock,
+    with what it found: never wrong; the next lookup resumes and finds the rest."""
+    children = [start_child(f"tf8-cancel-{n}") for n in range(3)]
+    inodes = {child.pid: child.connect(server, 30) for child in children}
+    clock = StepClock()
+    finder = OwnerFinder(budget=10**9, use_fd_counts=FD_COUNTS, clock=clock)
+    cancel_at = clock.now + 40                         # steps: far fewer than the walk takes
+    found = finder.find([i for held in inodes.values() for i in held],
+                        cancelled=lambda: clock.now >= cancel_at)
+    assert clock.now <= cancel_at + 1                  # the look that saw it was the last
+    everything = {i: Owner(pid, f"tf8-cancel-{n}")
+                  for n, (pid, held) in enumerate(inodes.items()) for i in held}
+    assert len(found) < len(everything)                # it did stop before the end ...
+    assert all(everything[inode] == owner for inode, owner in found.items())   # ... never wrong
+    assert finder.find(everything.keys() - found.keys()) == {
+        inode: owner for inode, owner in everything.items() if inode not in found}
+
+
 def test_the_first_lookup_has_its_own_budget(start_child, server):
     """Nothing cached yet: the first lookup that has something to find gets first_budget."""
     child = start_child("tf8-first")
@@ -301,6 +326,89 @@ def test_cli_process_option_text(start_child, server):
     target = f" -> [{host}]:{port}" if ":" in host else f" -> {host}:{port}"
     lines = [line for line in _tcpfast("--process") if target in line]
     assert len(lines) == 1 and lines[0].endswith(f"{target} pid={child.pid} tf8-cli-text")
+
+
+def test_closed_events_name_the_owner_found_when_new(start_child, server):
+    """A poll's new connection named its owner; its closed event names it too, in JSON
+    and text lines (the socket is gone by then: only the watcher can remember it). Real
+    polls of the test's namespace through the Poller, as --process --events new,closed
+    runs them, with a budget that outlasts a busy machine."""
+    child = start_child("tf14-closer")
+    polls = []
+    poller = Poller(Watcher(), polls.append, pytest.fail, source=ProcTables(),
+                    owners=OwnerFinder(budget=GENEROUS_BUDGET, first_budget=GENEROUS_BUDGET))
+    poller.poll()
+    [inode] = child.connect(server, 1)
+    new = poller.poll().new
+    [(row, owner)] = [(row, owner) for row, owner in zip(new.rows, new.owners)
+                      if row["inode"] == inode]
+    assert owner == Owner(child.pid, "tf14-closer")
+    child.close(inode)                 # its row: FIN_WAIT2 or gone, without an inode either way
+    closed = poller.poll().closed
+    assert closed.rows["local_port"].tolist() == [row["local_port"]]
+    assert closed.owners == [Owner(child.pid, "tf14-closer")]
+    when = datetime.now(timezone.utc)
+    event = json.loads(report.json_lines(closed, when)[0])
+    assert (event["event"], event["inode"], event["pid"], event["comm"]) == (
+        "closed", inode, child.pid, "tf14-closer")
+    [line] = report.text_lines(closed, when)
+    assert ": Closed connection: " in line and line.endswith(f" pid={child.pid} tf14-closer")
+
+
+# Holds FDS copies of /dev/null until stdin closes: an fd table the owner lookup must read.
+FILLER = textwrap.dedent("""
+    import os, sys
+    null = os.open(os.devnull, os.O_RDONLY)
+    held = [os.dup(null) for _ in range(int(sys.argv[1]))]
+    print("ready", flush=True)
+    sys.stdin.read()
+""")
+
+
+def _reading(pid: int, fd_dirs: set[str]) -> bool:
+    """Whether process ``pid`` has one of ``fd_dirs`` open (the lookup is reading it)."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:                          # an fd closed between the listing and the read
+        return False
+    return not fd_dirs.isdisjoint(links)
+
+
+def test_cli_stop_during_the_owner_lookup_is_answered_at_once():
+    """A listener no process holds (its one reference in flight over a UNIX socket) keeps
+    the first lookup walking every fd table; processes with 15,000 fds each make the walk
+    long. Stopped while it reads one of them, tcpfast exits there (130), having printed
+    nothing: the lines come after the lookup, which did not finish."""
+    fillers = [subprocess.Popen([sys.executable, "-I", "-c", FILLER, "15000"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for _ in range(4)]
+    carrier, receiver = socket.socketpair(socket.AF_UNIX)
+    try:
+        assert all(filler.stdout.readline() == "ready\n" for filler in fillers)
+        with socket.socket() as orphan:
+            orphan.bind(("127.0.0.1", 0))
+            orphan.listen()
+            socket.send_fds(carrier, [b"x"], [orphan.fileno()])
+        watcher = subprocess.Popen([sys.executable, "-m", "tcpfast", "--once", "--process"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            fd_dirs = {f"/proc/{filler.pid}/fd" for filler in fillers}
+            while not _reading(watcher.pid, fd_dirs):
+                assert watcher.poll() is None, "tcpfast ended before its lookup read a filler"
+            watcher.send_signal(signal.SIGINT)
+            out, err = watcher.communicate(timeout=60)
+        finally:
+            watcher.kill()
+            watcher.wait()
+    finally:
+        carrier.close()
+        receiver.close()
+        for filler in fillers:
+            filler.stdin.close()
+            filler.wait(timeout=30)
+            filler.stdout.close()
+    assert (watcher.returncode, out) == (130, "")
+    assert err == "tcpfast: stopped by SIGINT before the listing was complete: 0 line(s) written\n"
 
 
 def _comm(pid: int) -> str:

@@ -5,6 +5,7 @@ the clock handed to the detector is the test's, so window edges are exact.
 """
 
 import contextlib
+import ipaddress
 import json
 import socket
 from datetime import datetime, timezone
@@ -106,6 +107,32 @@ def test_allowed_source_is_exempt(loopback):
     loopback.connect("127.9.1.7", loopback.ports)
     loopback.connect("127.9.0.9", loopback.ports)
     assert [scan.remote for scan in detector.update(loopback.poll(), now=0.0)] == ["127.9.0.9"]
+
+
+def test_local_sources_are_left_out_and_their_addresses_read_only_for_a_scan():
+    """``local``: loopback and the host's own networks are not scanners; the networks are
+    asked for only when some source crosses the threshold."""
+    asked = []
+
+    def own():
+        asked.append(1)
+        return [ipaddress.ip_network("192.0.2.0/28"), ipaddress.ip_network("2001:db8::5/128")]
+
+    detector = ScanDetector(ports=3, local=own)
+    quiet = _rows([("192.0.2.99", 4, port) for port in (1, 2, 3)])
+    assert detector.update(quiet, now=0.0) == [] and asked == []    # nothing to decide
+    sources = ["127.9.0.1", "::1", "::ffff:127.0.0.1", "192.0.2.3", "::ffff:192.0.2.4",
+               "2001:db8::5", "192.0.2.99", "2001:db8::6"]
+    rows = _rows([(source, 6 if ":" in source else 4, port)
+                  for source in sources for port in (80, 81, 82, 83)])
+    assert sorted(scan.remote for scan in detector.update(rows, now=1.0)) == [
+        "192.0.2.99", "2001:db8::6"]
+    assert len(asked) == 1                                           # once for the poll
+    more = _rows([(source, 6 if ":" in source else 4, 84) for source in sources])
+    assert sorted(scan.remote for scan in detector.update(more, now=2.0)) == [
+        "192.0.2.99", "2001:db8::6"]                                 # going on: still left out
+    everyone = ScanDetector(ports=3)                                 # no ``local``: every source
+    assert len(everyone.update(rows, now=1.0)) == len(sources)
 
 
 def test_ipv4_mapped_and_ipv4_rows_are_one_source():

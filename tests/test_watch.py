@@ -3,6 +3,7 @@
 import numpy as np
 from test_diff import rows_of
 
+from tcpfast.enrich.owners import Owner
 from tcpfast.schema import STATE_CODES
 from tcpfast.sources import Snapshot
 from tcpfast.watch import Watcher
@@ -80,3 +81,40 @@ def test_what_appeared_counts_every_state_and_nothing_seen_before():
     appeared = [watcher.update(Snapshot(rows_of(specs)), float(n)).appeared.rows["inode"].tolist()
                 for n, specs in enumerate(([a], [a, b, c], [a], [a, c]))]
     assert appeared == [[], [0, 8], [], []]            # c came back from a missed read
+
+
+def test_closed_events_carry_the_owner_named_when_new():
+    """Through polls that match it, a poll cut short, and a read that missed it."""
+    watcher = Watcher()
+    a, b, c = conn(50000, 7), conn(50001, 8), conn(50002, 9)
+    first = watcher.update(Snapshot(rows_of([a, b])), 0.0)
+    assert first.closed.owners is None                     # no owner named yet: none looked up
+    watcher.name_owners([Owner(10, "curl"), None])
+    assert watcher.update(Snapshot(rows_of([a, b, c])), 1.0).new.rows["inode"].tolist() == [9]
+    watcher.name_owners([Owner(11, "nginx")])
+    polls = [([b, c], True), ([b], False), ([b, c], True),   # a closes; a cut read closes none
+             ([b], True), ([b, c], True), ([b], True),      # c missed, back (not new), closed
+             ([], True)]
+    closed = []
+    for number, (specs, complete) in enumerate(polls, 2):
+        poll = watcher.update(Snapshot(rows_of(specs), complete=complete), float(number))
+        assert poll.new.rows["inode"].tolist() == []
+        watcher.name_owners([])
+        closed.append(list(zip(poll.closed.rows["inode"].tolist(), poll.closed.owners)))
+    curl, nginx = Owner(10, "curl"), Owner(11, "nginx")
+    assert closed == [[(7, curl)], [], [], [(9, nginx)], [], [(9, nginx)], [(8, None)]]
+
+
+def test_owners_of_closed_connections_are_forgotten():
+    """A new process per connection for a long time: what is held follows the open ones."""
+    watcher = Watcher()
+    watcher.update(Snapshot(rows_of([])), 0.0)
+    for step in range(1, 400):
+        specs = [conn(40000 + (10 * step + i) % 20000, 10 * step + i) for i in range(10)]
+        poll = watcher.update(Snapshot(rows_of(specs)), float(step))
+        watcher.name_owners([Owner(10 * step + i, "job") for i in range(10)])
+        if step > 1:          # the last step's ten, each with the owner named for it
+            assert [owner.pid for owner in poll.closed.owners] == \
+                poll.closed.rows["inode"].tolist()
+        assert watcher.owners_held <= 1024 + 10
+    assert watcher.owners_held <= 1024 + 10 and len(poll.closed) == 10

@@ -16,11 +16,12 @@ bound the number of entries is at most the inbound connections of the window.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .networks import AllowList, address_of, is_ipv4, source_words
+from .networks import AllowList, IPNetwork, address_of, is_ipv4, source_words
 
 #: One (source, local port) pair of the window. ``key`` orders the window:
 #: an IPv4 source's address (exact), an IPv6 source's 47-bit hash with the
@@ -30,6 +31,9 @@ WINDOW_DTYPE = np.dtype([
     ("local_high", np.uint64), ("local_low", np.uint64), ("time", np.float64),
     ("reported", np.bool_),
 ], align=True)
+
+#: ``ports`` at most: a scan is more than ``ports`` distinct local ports, of 65535 (1-65535).
+MAX_SCAN_PORTS = 65534
 
 # Whole entries are moved as opaque bytes: numpy copies a structured array
 # field by field, several times slower than the same bytes as one void item.
@@ -68,16 +72,24 @@ def _select(entries: np.ndarray, selector: np.ndarray) -> np.ndarray:
 
 
 class ScanDetector:
-    """Finds port scans in the stream of new inbound connections, poll by poll."""
+    """Finds port scans in the stream of new inbound connections, poll by poll.
+
+    ``local``: when given, local clients are not scanners: a source on loopback,
+    or inside the networks ``local()`` returns (this host's own, asked only when
+    a scan is about to be reported), is not reported, as if reported already.
+    """
 
     def __init__(self, ports: int = 3, window: float = 60.0, allow: AllowList | None = None,
-                 max_entries: int = 2**19) -> None:
-        if ports < 1 or not window > 0 or max_entries < 1:
-            raise ValueError("ports and max_entries must be >= 1 and window > 0")
+                 max_entries: int = 2**19,
+                 local: Callable[[], Iterable[IPNetwork]] | None = None) -> None:
+        if not 1 <= ports <= MAX_SCAN_PORTS or not window > 0 or max_entries < 1:
+            raise ValueError(f"ports must be from 1 to {MAX_SCAN_PORTS}, max_entries >= 1 "
+                             "and window > 0")
         self.ports = ports
         self.window = float(window)
         self.allow = allow or AllowList()
         self.max_entries = max_entries
+        self._local = local
         self.evicted = 0
         self._entries = np.zeros(0, dtype=WINDOW_DTYPE)
         self._exact_keys = True     # the window's keys alone tell its sources apart
@@ -169,14 +181,22 @@ class ScanDetector:
         unreported = np.logical_or.reduceat(~entries["reported"], starts)
         scanning = np.flatnonzero((counts > self.ports) & unreported)
         scans = []
+        own: AllowList | None = None
         for start, count in zip(starts[scanning].tolist(), counts[scanning].tolist()):
             source = entries[start:start + count]
+            entries["reported"][start:start + count] = True
             latest = source[np.argmax(source["time"])]
             remote = address_of(latest["high"], latest["low"])
+            if self._local is not None:
+                if remote.is_loopback:
+                    continue
+                if own is None:
+                    own = AllowList(self._local())
+                if remote in own:
+                    continue
             ports = np.unique((source["key"] & _PORT_MASK).astype(np.uint16))
             scans.append(PortScan(
                 remote=str(remote),
                 local=str(address_of(latest["local_high"], latest["local_low"])),
                 family=remote.version, ports=tuple(ports.tolist()), window=self.window))
-            entries["reported"][start:start + count] = True
         return scans

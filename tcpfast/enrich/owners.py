@@ -19,10 +19,11 @@ read between lookups and reads only where a new socket can be, in this order:
    fd numbers that no hint pointed at.
 
 Every step stops as soon as every wanted socket is found, the whole lookup once
-its time budget is spent. Every answer is a link read during this lookup, so it
-is never stale: a process that exited, an fd closed, a process this user may not
-read (EACCES: that pid is skipped at its first refusal) leave the socket without
-owner, never with a wrong one, and never raise.
+its time budget is spent or its caller cancels it (a stop signal). Every answer
+is a link read during this lookup, so it is never stale: a process that exited,
+an fd closed, a process this user may not read (EACCES: that pid is skipped at
+its first refusal) leave the socket without owner, never with a wrong one, and
+never raise.
 
 A socket held by several processes (a listener inherited across fork, an fd
 passed over a UNIX socket) is attributed to the first holder the search finds.
@@ -114,15 +115,18 @@ class _Table:
 class _Lookup:
     """One ``find()``: what is still wanted, what was found, and when to stop."""
 
-    def __init__(self, wanted: set[int], deadline: float, clock: Callable[[], float]) -> None:
+    def __init__(self, wanted: set[int], deadline: float, clock: Callable[[], float],
+                 cancelled: Callable[[], bool] | None = None) -> None:
         self.wanted = wanted
         self.found: dict[int, Owner] = {}
         self.deadline = deadline
         self.clock = clock
+        self.cancelled = cancelled or _never
         self.owners: dict[int, Owner | None] = {}
 
     def out_of_time(self) -> bool:
-        return self.clock() >= self.deadline
+        """Out of budget, or cancelled: looked at wherever the clock is."""
+        return self.clock() >= self.deadline or self.cancelled()
 
     def over(self) -> bool:
         return not self.wanted or self.out_of_time()
@@ -170,12 +174,15 @@ class OwnerFinder:
         self._cursor = (0, 0)                # (pid, fd) where the rotation resumes
 
     def find(self, inodes: Iterable[int], vanished: Iterable[int] = (),
-             budget: float | None = None) -> dict[int, Owner]:
+             budget: float | None = None,
+             cancelled: Callable[[], bool] | None = None) -> dict[int, Owner]:
         """The owner of each socket inode that could be found within the budget.
 
         ``vanished``: inodes of sockets gone since the previous lookup (their fd
         numbers are read first). Inode 0 (TIME_WAIT, not yet accepted) has no owner.
-        ``budget`` overrides this lookup's (seconds).
+        ``budget`` overrides this lookup's (seconds). ``cancelled`` is asked as
+        often as the clock (every fd read, every 64 names listed): once it says
+        so, the lookup ends with what it found; what it read stays remembered.
         """
         wanted = {int(inode) for inode in inodes}
         wanted.discard(0)
@@ -183,7 +190,7 @@ class OwnerFinder:
             return {}
         if budget is None:
             budget, self._first_budget = self._first_budget, self.budget
-        lookup = _Lookup(wanted, self._clock() + budget, self._clock)
+        lookup = _Lookup(wanted, self._clock() + budget, self._clock, cancelled)
         try:
             procfs = os.open(self.procfs, _DIRECTORY)
         except OSError:
@@ -200,14 +207,15 @@ class OwnerFinder:
         return lookup.found
 
     def owners_of(self, rows: np.ndarray, vanished: np.ndarray | None = None,
-                  budget: float | None = None) -> list[Owner | None]:
+                  budget: float | None = None,
+                  cancelled: Callable[[], bool] | None = None) -> list[Owner | None]:
         """The owner of each row (CONNECTION_DTYPE), in row order; None where not found.
 
         ``vanished``: rows of the sockets gone since the previous poll, if known.
         """
         inodes = rows["inode"].tolist()
         gone = vanished["inode"].tolist() if vanished is not None else ()
-        found = self.find(inodes, gone, budget)
+        found = self.find(inodes, gone, budget, cancelled)
         return [found.get(inode) for inode in inodes]
 
     def cached_pids(self) -> set[int]:
@@ -357,10 +365,11 @@ class OwnerFinder:
         The loop runs once per fd of a busy process, so it is written out flat.
         """
         wanted, clock, deadline = lookup.wanted, lookup.clock, lookup.deadline
+        cancelled = lookup.cancelled
         links, unread, holders = table.links, table.unread, self._holders
         at_pid = pid << 32
         for fd in fds:
-            if not wanted or clock() >= deadline:
+            if not wanted or clock() >= deadline or cancelled():
                 return fd
             inode = _read_link(fd_dir, fd)
             if inode is None:          # closed since it was listed
@@ -386,6 +395,10 @@ class OwnerFinder:
         table.unread.discard(fd)
         if inode and self._holders.get(inode) == pid << 32 | fd:
             del self._holders[inode]
+
+
+def _never() -> bool:
+    return False
 
 
 @contextmanager

@@ -13,7 +13,6 @@ never through a shell, and only with addresses ``ipaddress`` has validated.
 from __future__ import annotations
 
 import ipaddress
-import json
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,11 +20,17 @@ from datetime import datetime, timedelta, timezone
 
 from ..detect.networks import AllowList, IPAddress
 from ..detect.scans import PortScan
+from ..enrich.addresses import own_networks
 
 TABLE = ("inet", "tcpfast")
 SETS = {4: "blocked4", 6: "blocked6"}
 CHAIN = "input"
 DEFAULT_BLOCK_SECONDS = 3600.0
+MIN_BLOCK_SECONDS = 0.001
+"""A set element's timeout counts milliseconds."""
+MAX_BLOCK_SECONDS = ((2**64 - 1) // 1_000_000 - 1) / 1000
+"""The kernel refuses a timeout of U64_MAX / NSEC_PER_MSEC ms or more (ERANGE, nf_msecs_to_jiffies64
+since Linux 5.6): 18446744073.708 s, about 584 years."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,22 @@ def _setup_commands() -> list[list[str]]:
     return commands
 
 
+def nft_duration(seconds: float) -> str:
+    """``seconds`` as nft writes a duration, ``11574d1h46m40s``, to the millisecond.
+
+    nft's parser refuses a number of nine digits or more in any one unit
+    (``100000000ms``: "value too large"), so each unit holds only its part.
+    """
+    milliseconds = max(1, round(seconds * 1000))
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000),
+                       ("ms", 1)):
+        count, milliseconds = divmod(milliseconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
 def _batch(commands: list[list[str]]) -> list[str]:
     """Several nft commands as one argument list: one transaction, all or nothing."""
     arguments: list[str] = []
@@ -72,17 +93,20 @@ class Firewall:
     """Adds scanners to tcpfast's nftables sets; never loopback, own or allowed addresses."""
 
     def __init__(self, block_for: float = DEFAULT_BLOCK_SECONDS,
-                 allow: AllowList | None = None, nft: str = "nft", ip: str = "ip") -> None:
-        if not block_for > 0:
-            raise ValueError("block_for must be > 0 seconds")
+                 allow: AllowList | None = None, nft: str = "nft",
+                 proc_root: str = "/proc") -> None:
+        """``proc_root``: the procfs of the namespace nft runs in (ours), for its addresses."""
+        if not MIN_BLOCK_SECONDS <= block_for <= MAX_BLOCK_SECONDS:
+            raise ValueError(f"block_for must be from {MIN_BLOCK_SECONDS} to "
+                             f"{MAX_BLOCK_SECONDS} seconds")
         self.block_for = block_for
         self.allow = allow or AllowList()
         self._nft = nft
-        self._ip = ip
+        self._proc_root = proc_root
 
     def start(self) -> None:
         """Create (or keep) the table, sets and rules; FirewallError if that cannot be done."""
-        self._own_addresses()              # ip must work too, before anything is blocked
+        self._own_networks()               # readable too, before anything is blocked
         self._run(_batch(_setup_commands()), "set up table inet tcpfast")
 
     def block(self, address: str) -> Block | None:
@@ -99,7 +123,7 @@ class Firewall:
         family, table = TABLE
         name = SETS[parsed.version]
         element = str(parsed)
-        timeout = f"{max(1, round(self.block_for * 1000))}ms"
+        timeout = nft_duration(self.block_for)
         # add (a no-op when present), delete, add: one transaction that
         # (re)starts the timeout whether or not the address was in the set.
         self._run(_batch([
@@ -127,31 +151,24 @@ class Firewall:
 
     def exempt(self, address: IPAddress) -> bool:
         """Loopback, this host's own addresses, and ``--allow`` are never blocked."""
-        return address.is_loopback or address in self.allow or address in self._own_addresses()
+        return (address.is_loopback or address in self.allow
+                or address in AllowList(self._own_networks()))
 
-    def _own_addresses(self) -> set[IPAddress]:
-        """This network namespace's addresses, read each time (they change: DHCP, SLAAC)."""
-        output = self._run_command([self._ip, "-json", "address", "show"],
-                                   "list this host's addresses", "iproute2")
-        addresses = set()
-        for link in json.loads(output or "[]"):
-            for info in link.get("addr_info", ()):
-                try:
-                    addresses.add(ipaddress.ip_address(info["local"].split("%")[0]))
-                except (KeyError, ValueError):
-                    continue
-        return addresses
+    def _own_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """This network namespace's own networks, read each time (they change: DHCP, SLAAC)."""
+        try:
+            return own_networks(self._proc_root)
+        except OSError as error:
+            raise FirewallError(f"--block: cannot read this host's addresses from "
+                                f"{error.filename}: {error.strerror or error}") from None
 
     def _run(self, arguments: list[str], purpose: str) -> str:
-        return self._run_command([self._nft, *arguments], purpose, "nftables")
-
-    @staticmethod
-    def _run_command(command: list[str], purpose: str, package: str) -> str:
+        command = [self._nft, *arguments]
         try:
             result = subprocess.run(command, capture_output=True, text=True, check=False)
         except FileNotFoundError:
             raise FirewallError(f"--block needs the {command[0]} command (Debian package "
-                                f"{package}): not found") from None
+                                "nftables): not found") from None
         except OSError as error:
             raise FirewallError(f"--block: cannot run {command[0]}: "
                                 f"{error.strerror or error}") from None

@@ -38,7 +38,7 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     """``PORT``, ``ADDR:PORT`` or ``[IPV6]:PORT`` -> (address, port); ValueError if not."""
     address, _, port_text = text.rpartition(":")
     address = address.strip("[]") or DEFAULT_ADDRESS
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"expected [ADDR:]PORT with a port from 1 to 65535, not {text!r}")
     return address, int(port_text)
 

@@ -24,6 +24,7 @@ class LineWriter:
         except OSError:
             raise OutputError("standard output is closed") from None
         self._fd = fd
+        self.lines_written = 0
 
     def write(self, lines: list[str]) -> None:
         """Write ``lines``, each followed by a newline. A reader that has gone
@@ -39,3 +40,4 @@ class LineWriter:
             except OSError as error:
                 raise OutputError(error.strerror or str(error)) from None
             data = data[written:]
+        self.lines_written += len(lines)
