@@ -29,6 +29,7 @@ def test_container_args_are_accepted_by_tcpfast(template):
         pytest.fail(f"tcpfast rejects the manifest's arguments {container['args']} "
                     f"(exit {error.code})")
     assert parsed.proc_root == "/proc/1" and parsed.json and not parsed.once
+    assert parsed.all_netns and parsed.pod_logs == "/var/log/pods"
     assert not parsed.block
     # The port Prometheus is told to scrape is the one tcpfast serves.
     port = int(template["metadata"]["annotations"]["prometheus.io/port"])
@@ -48,4 +49,8 @@ def test_least_privilege(template):
     assert context["readOnlyRootFilesystem"] is True
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"] == {"drop": ["ALL"]}
-    assert not container.get("volumeMounts")
+    # One volume: the kubelet's pod log directory, read-only, for pod names.
+    [mount] = container["volumeMounts"]
+    assert mount["readOnly"] is True and mount["mountPath"] == "/var/log/pods"
+    [volume] = pod["volumes"]
+    assert volume["name"] == mount["name"] and volume["hostPath"]["path"] == "/var/log/pods"
