@@ -311,3 +311,64 @@ def test_the_derivation_agrees_with_the_layout():
         info = infos_of(both_info(with_info_length(data, length)))
         assert info.tobytes() == expected_info(members, length).tobytes()
     assert CLOSE_INFO_DTYPE.itemsize == 48
+
+
+# ---- metrics of what closed connections carried --------------------------------------
+
+def scraped(metrics) -> dict[tuple[str, tuple], float]:
+    """The registry as a scrape reads it: text exposition, parsed back."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+            for sample in family.samples}
+
+
+def test_metrics_count_closed_connections_bytes_by_direction_and_family_and_their_durations():
+    pytest.importorskip("prometheus_client")
+    from tcpfast.enrich.direction import IN, OUT
+    from tcpfast.events import RowEvents
+    from tcpfast.outputs.metrics import Metrics
+    events_or_skip().close()
+    sizes = (1000, 65_536)
+    rows, infos, directions = [], [], []
+    with netlink_events.DestroyEvents() as events:
+        heard = close_sockets.Heard(events)
+        for size in sizes:
+            ends = close_sockets.closed_connection(socket.AF_INET, "127.0.0.1", size,
+                                                   "half_close", heard)
+            for side, direction in (("client", OUT), ("server", IN)):
+                rows.append(ends[side][0])
+                infos.append(ends[side][1])
+                directions.append(direction)
+        reset = close_sockets.closed_connection(socket.AF_INET, "127.0.0.1", 10,
+                                                "reset_by_client", heard)["client"]
+    metrics = Metrics(source="netlink")
+    short = RowEvents("new_and_closed", np.array(rows), np.array(directions, np.uint8),
+                      np.full(len(rows), np.nan), info=np.array(infos))
+    metrics.record_closed(short)
+    # A /proc poll's closed connections: durations, no info; a reset end: its info cleared.
+    polled = np.array(rows[:3])
+    metrics.record_closed(RowEvents("closed", polled, np.array([OUT, IN, OUT], np.uint8),
+                                    np.array([0.2, 45.0, np.nan])))
+    metrics.record_closed(RowEvents("closed", np.array([reset[0]]), np.array([OUT], np.uint8),
+                                    np.array([1.5]), info=np.array([reset[1]])))
+    sample = scraped(metrics)
+
+    def value(name, direction, family="4"):
+        return sample[(name, (("direction", direction), ("family", family)))]
+
+    sent, received = "tcpfast_closed_connection_sent_bytes_total", \
+        "tcpfast_closed_connection_received_bytes_total"
+    assert value(sent, "out") == sum(size + 2 for size in sizes)      # SYN and FIN
+    assert value(sent, "in") == sum(size + 1 for size in sizes)       # FIN
+    assert value(received, "out") == value(received, "in") == sum(size + 1 for size in sizes)
+    assert value(sent, "out", "6") == value(sent, "listen") == 0
+    unknown = "tcpfast_closed_connections_unknown_bytes_total"
+    assert (value(unknown, "out"), value(unknown, "in")) == (2 + 1, 1)
+    lifetimes = "tcpfast_closed_connection_duration_seconds"
+    assert sample[(lifetimes + "_count", ())] == 3                   # NaN: unknown, left out
+    assert sample[(lifetimes + "_sum", ())] == pytest.approx(46.7)
+    assert sample[(lifetimes + "_bucket", (("le", "0.5"),))] == 1
+    assert sample[(lifetimes + "_bucket", (("le", "5.0"),))] == 2
+    assert sample[(lifetimes + "_bucket", (("le", "60.0"),))] == 3
