@@ -89,19 +89,19 @@ _ERROR_CODE = struct.Struct("=i")
 NLA_HEADER = struct.Struct("=HH")
 NLA_TYPE_MASK = 0x3FFF                   # the top bits are NLA_F_NESTED, NLA_F_NET_BYTEORDER
 INET_DIAG_INFO = 2
+_U8, _U32, _U64 = struct.Struct("=B"), struct.Struct("=I"), struct.Struct("=Q")
 #: struct tcp_info: (field, offset, format, KNOWN_* bit); known when the struct reaches
 #: the field's end.
 TCP_INFO_FIELDS = (
-    ("state", 0, "B", KNOWN_STATE),                      # tcpi_state
-    ("rtt_us", 68, "I", KNOWN_RTT),                      # tcpi_rtt
-    ("retransmits", 100, "I", KNOWN_RETRANSMITS),        # tcpi_total_retrans
-    ("bytes_sent", 120, "Q", KNOWN_BYTES_SENT),          # tcpi_bytes_acked
-    ("bytes_received", 128, "Q", KNOWN_BYTES_RECEIVED),  # tcpi_bytes_received
-    ("segments_sent", 136, "I", KNOWN_SEGMENTS_SENT),    # tcpi_segs_out
-    ("segments_received", 140, "I", KNOWN_SEGMENTS_RECEIVED),  # tcpi_segs_in
+    ("state", 0, _U8, KNOWN_STATE),                      # tcpi_state
+    ("rtt_us", 68, _U32, KNOWN_RTT),                     # tcpi_rtt
+    ("retransmits", 100, _U32, KNOWN_RETRANSMITS),       # tcpi_total_retrans
+    ("bytes_sent", 120, _U64, KNOWN_BYTES_SENT),         # tcpi_bytes_acked
+    ("bytes_received", 128, _U64, KNOWN_BYTES_RECEIVED), # tcpi_bytes_received
+    ("segments_sent", 136, _U32, KNOWN_SEGMENTS_SENT),   # tcpi_segs_out
+    ("segments_received", 140, _U32, KNOWN_SEGMENTS_RECEIVED),  # tcpi_segs_in
 )
 TCPI_BYTES_SENT, TCPI_BYTES_RETRANS = 200, 208           # u64 each: data_bytes_sent
-_U64 = struct.Struct("=Q")
 
 
 def _info_attribute(view: memoryview, start: int, end: int) -> tuple[int, int, bool]:
@@ -129,9 +129,9 @@ def _info_from(view: memoryview, attributes: list[tuple[int, int]], info: np.nda
     known: list[int] = []
     for offset, length in attributes:
         bits = 0
-        for name, at, code, bit in TCP_INFO_FIELDS:
-            if offset >= 0 and length >= at + struct.calcsize(code):
-                columns[name].append(struct.unpack_from("=" + code, view, offset + at)[0])
+        for name, at, field, bit in TCP_INFO_FIELDS:
+            if offset >= 0 and length >= at + field.size:
+                columns[name].append(field.unpack_from(view, offset + at)[0])
                 bits |= bit
             else:
                 columns[name].append(0)
