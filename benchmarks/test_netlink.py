@@ -11,6 +11,7 @@ every poll ends within its interval and each new connection is reported once.
 
 from __future__ import annotations
 
+import socket
 import statistics
 import subprocess
 import sys
@@ -24,7 +25,9 @@ from benchmarks.loadgen import LoadGenerator
 from benchmarks.test_poll import bare_read
 from tcpfast import CONNECTION_DTYPE, new_connections
 from tcpfast.decode import netlink_pure
+from tcpfast.decode.netlink_pure import INET_DIAG_INFO
 from tcpfast.filters.states import ALL_STATES_MASK
+from tcpfast.schema import CLOSE_INFO_DTYPE
 from tcpfast.sources import proc, sockdiag
 from tcpfast.sources.base import stop_reading_at
 from tcpfast.sources.netlink import NetlinkSource
@@ -79,7 +82,12 @@ def report(benchmark, medians, pairs) -> None:
 def record_dump(diag: sockdiag.SockDiag, keep: bool = True) -> tuple[list[bytes], int]:
     """The raw replies of one dump, as recv() returned them (with ``keep``), and its
     sequence number: without ``keep``, what the kernel's dump costs by itself."""
-    request = diag._legacy_request(ALL_STATES_MASK)
+    return dump_replies(diag, diag._legacy_request(ALL_STATES_MASK), keep)
+
+
+def dump_replies(diag: sockdiag.SockDiag, request: bytes, keep: bool = True
+                 ) -> tuple[list[bytes], int]:
+    """The raw replies of one dump for ``request``, and its sequence number."""
     seq = int.from_bytes(request[8:12], sys.byteorder)
     diag._socket.sendall(request)
     replies = []
@@ -136,6 +144,53 @@ def test_n3_decoders(benchmark, live_90k):
     medians = interleaved(benchmark, 10, compiled=lambda: decode_all(_netlink.decode_into),
                           pure=lambda: decode_all(netlink_pure.decode_into))
     report(benchmark, medians, [("pure", "compiled")])
+
+
+def info_request(diag: sockdiag.SockDiag) -> bytes:
+    """The legacy dump request with the INET_DIAG_INFO extension (idiag_ext bit 1): a
+    struct tcp_info per socket, as ``ss -i`` asks for."""
+    payload = sockdiag._LEGACY_REQUEST.pack(socket.AF_INET, 0, 0, 1 << (INET_DIAG_INFO - 1),
+                                            sockdiag._SOCKID_ZERO, ALL_STATES_MASK, 0)
+    return diag._message(sockdiag.TCPDIAG_GETSOCK, payload)
+
+
+def test_n4_tcp_info_costs_only_who_asks(benchmark, live_90k):
+    """A dump carries INET_DIAG_INFO only when the request asks (idiag_ext); what asking
+    costs the kernel (raw dumps) and the decoder (the same replies, with and without an
+    info array), side by side. tcpfast's dumps never ask: destroy events carry it anyway."""
+    if _netlink is None:
+        pytest.skip("compiled decoder not built")
+    load, rows = live_90k
+    benchmark.group = f"netlink {load} {rows:,} rows, tcp_info"
+    benchmark.extra_info["rows"] = rows
+    with sockdiag.SockDiag() as diag:
+        plain, plain_seq = record_dump(diag)
+        with_info, info_seq = dump_replies(diag, info_request(diag))
+        out = np.empty(rows + rows // 4, dtype=CONNECTION_DTYPE)
+        info = np.empty(len(out), dtype=CLOSE_INFO_DTYPE)
+
+        def decode(replies, seq, into):
+            end = 0
+            for reply in replies:
+                end = _netlink.decode_into(reply, out, end, seq, sockdiag.TCPDIAG_GETSOCK,
+                                           into)[0]
+            return end
+
+        listed = decode(plain, plain_seq, info)
+        assert listed >= rows and not info["known"][:listed].any()        # none unasked
+        listed = decode(with_info, info_seq, info)
+        assert listed >= rows and (info["known"][:listed] != 0).all()     # one each
+        benchmark.extra_info["reply_bytes plain"] = sum(map(len, plain))
+        benchmark.extra_info["reply_bytes with_info"] = sum(map(len, with_info))
+        medians = interleaved(
+            benchmark, 15,
+            raw_dump=lambda: record_dump(diag, keep=False),
+            raw_dump_with_info=lambda: dump_replies(diag, info_request(diag), keep=False),
+            decode=lambda: decode(plain, plain_seq, None),
+            decode_info_replies=lambda: decode(with_info, info_seq, None),
+            decode_info_replies_with_info=lambda: decode(with_info, info_seq, info))
+    report(benchmark, medians, [("raw_dump", "raw_dump_with_info"), ("decode", "decode_info_replies"),
+                                ("decode", "decode_info_replies_with_info")])
 
 
 GROWTH_RATE = 400          # rows a second

@@ -14,7 +14,7 @@ import os
 import warnings
 from types import ModuleType
 
-from .schema import CONNECTION_DTYPE, FIELD_OFFSETS
+from .schema import CLOSE_INFO_DTYPE, CLOSE_INFO_OFFSETS, CONNECTION_DTYPE, FIELD_OFFSETS
 
 _YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
@@ -36,11 +36,19 @@ COMPILED_MODULES = {"_parse": "tcpfast.decode._parse", "_netlink": "tcpfast.deco
                     "_keys": "tcpfast.diff._keys"}
 
 
+#: The C structs a compiled module may have, each checked against its numpy dtype.
+LAYOUTS = {"row_layout": ("row", CONNECTION_DTYPE.itemsize, FIELD_OFFSETS),
+           "close_info_layout": ("close info", CLOSE_INFO_DTYPE.itemsize, CLOSE_INFO_OFFSETS)}
+
+
 def _check_layout(name: str, module: ModuleType) -> None:
-    size, offsets = module.row_layout()
-    if size != CONNECTION_DTYPE.itemsize or offsets != FIELD_OFFSETS:
-        raise ImportError(f"{COMPILED_MODULES[name]} was built for another row layout ({size} "
-                          f"bytes, {offsets}): rebuild it with 'pip install .'")
+    for function, (what, itemsize, expected) in LAYOUTS.items():
+        if not hasattr(module, function):      # close info: the sock_diag decoder's only
+            continue
+        size, offsets = getattr(module, function)()
+        if size != itemsize or offsets != expected:
+            raise ImportError(f"{COMPILED_MODULES[name]} was built for another {what} layout "
+                              f"({size} bytes, {offsets}): rebuild it with 'pip install .'")
 
 
 def _load() -> tuple[dict[str, ModuleType] | None, str | None]:

@@ -55,13 +55,20 @@ def check_rows(rows: object, name: str, *, writable: bool = False) -> None:
 FIELD_OFFSETS: dict[str, int] = {name: spec[1] for name, spec in (CONNECTION_DTYPE.fields or {}).items()}
 
 #: What a socket carried, from its last ``struct tcp_info`` (sock_diag's INET_DIAG_INFO,
-#: which the kernel puts in every destroy message): one per closed event. ``known``
-#: has a KNOWN_* bit for each field the kernel's struct was long enough to hold
-#: (older kernels send shorter ones); the others are 0 and print as null.
+#: which the kernel puts in every destroy message): one per closed event. The
+#: kernel's counters as they are: ``bytes_sent`` (tcpi_bytes_acked) counts the
+#: opener's SYN and an acknowledged FIN as a byte each, ``bytes_received``
+#: (tcpi_bytes_received) the peer's FIN when it arrived (the rule:
+#: tests/test_close_info.py). ``data_bytes_sent`` (tcpi_bytes_sent minus
+#: tcpi_bytes_retrans, kernels from 4.19) is the payload sent, each byte counted
+#: once, no SYN or FIN: what the application wrote, for a connection closed by FIN.
+#: ``known`` has a KNOWN_* bit for each field the kernel's struct was long enough
+#: to hold (older kernels send shorter ones); the others are 0 and print as null.
 CLOSE_INFO_DTYPE = np.dtype(
     [
         ("bytes_sent", np.uint64),        # tcpi_bytes_acked
         ("bytes_received", np.uint64),    # tcpi_bytes_received
+        ("data_bytes_sent", np.uint64),   # tcpi_bytes_sent - tcpi_bytes_retrans
         ("segments_sent", np.uint32),     # tcpi_segs_out
         ("segments_received", np.uint32), # tcpi_segs_in
         ("retransmits", np.uint32),       # tcpi_total_retrans
@@ -74,6 +81,25 @@ CLOSE_INFO_DTYPE = np.dtype(
 )
 KNOWN_BYTES_SENT, KNOWN_BYTES_RECEIVED, KNOWN_SEGMENTS_SENT = 0x01, 0x02, 0x04
 KNOWN_SEGMENTS_RECEIVED, KNOWN_RETRANSMITS, KNOWN_RTT, KNOWN_STATE = 0x08, 0x10, 0x20, 0x40
+KNOWN_DATA_BYTES_SENT = 0x80
+#: Each field's byte offset in a close info record.
+CLOSE_INFO_OFFSETS: dict[str, int] = {name: spec[1] for name, spec
+                                      in (CLOSE_INFO_DTYPE.fields or {}).items()}
+
+
+def check_close_info(info: object, rows: int) -> None:
+    """Raise unless ``info`` is a writable 1-d, C-contiguous array of CLOSE_INFO_DTYPE
+    with room for ``rows`` records: what a decoder checks before writing into it."""
+    dtype = getattr(info, "dtype", None)
+    if not isinstance(info, np.ndarray) or dtype != CLOSE_INFO_DTYPE:
+        raise TypeError(f"info must be a numpy array of CLOSE_INFO_DTYPE, not "
+                        f"{dtype if dtype is not None else type(info).__name__}")
+    if info.ndim != 1 or not info.flags.c_contiguous:
+        raise ValueError("info must be a 1-d C-contiguous array of close info records")
+    if not info.flags.writeable:
+        raise ValueError("info is read-only")
+    if len(info) < rows:
+        raise ValueError(f"info has {len(info)} records, fewer than out's {rows} rows")
 
 #: The kernel's TCP states as /proc prints them (include/net/tcp_states.h).
 STATE_NAMES: dict[int, str] = {

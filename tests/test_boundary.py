@@ -9,6 +9,7 @@ from kernel_format import Conn, table
 from tcpfast import CONNECTION_DTYPE
 from tcpfast.decode import netlink_pure, pureparse
 from tcpfast.diff import keys
+from tcpfast.schema import CLOSE_INFO_DTYPE
 
 try:
     from tcpfast.decode import _netlink, _parse
@@ -96,3 +97,32 @@ def test_a_start_outside_out_is_refused():
     for function in (netlink_pure.decode_into, *((_netlink.decode_into,) if _netlink else ())):
         with pytest.raises(ValueError, match="outside"):
             function(DUMP, out, 3, nl.SEQ, nl.TCPDIAG_GETSOCK)
+
+
+def bad_infos():
+    """(what, info, expected error) that no decoder may take as close info for 4 rows."""
+    read_only = np.zeros(4, dtype=CLOSE_INFO_DTYPE)
+    read_only.flags.writeable = False
+    return [
+        ("rows", np.zeros(4, dtype=CONNECTION_DTYPE), TypeError),
+        ("bytes", np.zeros(4 * CLOSE_INFO_DTYPE.itemsize, dtype=np.uint8), TypeError),
+        ("shorter than out", np.zeros(3, dtype=CLOSE_INFO_DTYPE), ValueError),
+        ("strided", np.zeros(8, dtype=CLOSE_INFO_DTYPE)[::2], ValueError),
+        ("2-d", np.zeros((4, 1), dtype=CLOSE_INFO_DTYPE), ValueError),
+        ("read-only", read_only, ValueError),
+        ("a list", [0] * 4, TypeError),
+    ]
+
+
+@pytest.mark.parametrize("what, info, error", bad_infos(), ids=lambda value: str(value)[:20])
+@pytest.mark.parametrize("decode_into", [netlink_pure.decode_into,
+                                         *((_netlink.decode_into,) if _netlink else ())],
+                         ids=["pure", *(("compiled",) if _netlink else ())])
+def test_decoders_refuse_what_is_not_close_info(decode_into, what, info, error):
+    out = np.zeros(4, dtype=CONNECTION_DTYPE)
+    before = np.array(info, copy=True) if isinstance(info, np.ndarray) else None
+    with pytest.raises(error, match="info"):
+        decode_into(DUMP, out, 0, nl.SEQ, nl.TCPDIAG_GETSOCK, info)
+    assert not out.view(np.uint8).any()                    # not a row written either
+    if before is not None:
+        assert before.tobytes() == np.asarray(info).tobytes()

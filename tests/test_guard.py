@@ -119,3 +119,21 @@ def test_pure_requested_is_silent_and_unaccelerated():
                             capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "False"
     assert result.stderr == ""
+
+
+def test_a_compiled_decoder_built_for_another_close_info_layout_is_refused():
+    """Each C struct a module has is checked against its dtype at import, as the row is."""
+    import types
+
+    from tcpfast.schema import CLOSE_INFO_DTYPE, CLOSE_INFO_OFFSETS, CONNECTION_DTYPE, FIELD_OFFSETS
+    module = types.SimpleNamespace(
+        row_layout=lambda: (CONNECTION_DTYPE.itemsize, FIELD_OFFSETS),
+        close_info_layout=lambda: (CLOSE_INFO_DTYPE.itemsize - 8,
+                                   {**CLOSE_INFO_OFFSETS, "data_bytes_sent": 40}))
+    with pytest.raises(ImportError, match="another close info layout"):
+        backend._check_layout("_netlink", module)
+    module.close_info_layout = lambda: (CLOSE_INFO_DTYPE.itemsize, CLOSE_INFO_OFFSETS)
+    backend._check_layout("_netlink", module)
+    if backend.ACCELERATED:
+        from tcpfast.decode import _netlink
+        assert _netlink.close_info_layout() == (CLOSE_INFO_DTYPE.itemsize, CLOSE_INFO_OFFSETS)

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from kernel_format import Conn
 from test_agree import EDITS, edit
 
-from tcpfast import CONNECTION_DTYPE
+from tcpfast import CONNECTION_DTYPE, schema
 from tcpfast.decode import netlink_pure
 from tcpfast.decode.parsing import parse_counted
+from tcpfast.schema import CLOSE_INFO_DTYPE
 
 try:
     from tcpfast.decode import _netlink
@@ -274,3 +275,281 @@ def test_corrupted_bytes_anywhere_agree(entries_list, data):
 @given(st.binary(max_size=800), st.none() | st.integers(0, 3))
 def test_arbitrary_bytes_agree(raw, room):
     both(raw, room)
+
+
+# ---- what a destroyed socket carried: INET_DIAG_INFO (struct tcp_info) -------------------
+
+#: CLOSE_INFO_DTYPE's fields: (the tcp_info member(s) it comes from, its KNOWN_* bit).
+INFO_SOURCES = {"state": (("state",), schema.KNOWN_STATE), "rtt_us": (("rtt",), schema.KNOWN_RTT),
+                "retransmits": (("total_retrans",), schema.KNOWN_RETRANSMITS),
+                "bytes_sent": (("bytes_acked",), schema.KNOWN_BYTES_SENT),
+                "bytes_received": (("bytes_received",), schema.KNOWN_BYTES_RECEIVED),
+                "segments_sent": (("segs_out",), schema.KNOWN_SEGMENTS_SENT),
+                "segments_received": (("segs_in",), schema.KNOWN_SEGMENTS_RECEIVED),
+                "data_bytes_sent": (("bytes_sent", "bytes_retrans"),
+                                    schema.KNOWN_DATA_BYTES_SENT)}
+
+
+def decode_info(decoder, data: bytes, room: int | None = None, seq: int = 0,
+                msg_type: int = nl.SOCK_DIAG_BY_FAMILY):
+    """(rows bytes, info bytes, end, consumed, malformed, status, error) with ``info``."""
+    size = (len(data) // 88 + 2 if room is None else room) + 1
+    out = np.empty(size, dtype=CONNECTION_DTYPE)
+    info = np.zeros(size, dtype=CLOSE_INFO_DTYPE)
+    info.view(np.uint8)[:] = 0xAB                     # every record written must be rewritten
+    end, consumed, malformed, status, error = decoder(data, out, 1, seq, msg_type, info)
+    untouched = info.view(np.uint8).reshape(size, -1)
+    assert (untouched[:1] == 0xAB).all() and (untouched[end:] == 0xAB).all()   # only the rows
+    return (out[1:end].tobytes(), info[1:end].tobytes(), end - 1, consumed, malformed, status,
+            error)
+
+
+def both_info(data: bytes, room: int | None = None, seq: int = 0,
+              msg_type: int = nl.SOCK_DIAG_BY_FAMILY):
+    """Every decoder with info: they agree, and give the rows and counts they give
+    without it (an attribute fault adds to malformed, nothing else)."""
+    results = {name: decode_info(decoder, data, room, seq, msg_type)
+               for name, decoder in DECODERS.items()}
+    assert len(set(results.values())) == 1, results
+    result = results["pure"]
+    plain = decode(DECODERS["pure"], data, room, seq) if msg_type == nl.TCPDIAG_GETSOCK else \
+        _decode_type(data, room, seq, msg_type)
+    assert (result[0], *result[2:4], *result[5:]) == (plain[0], *plain[1:3], *plain[4:])
+    assert result[4] >= plain[3]
+    return result
+
+
+def _decode_type(data, room, seq, msg_type):
+    out = np.empty((len(data) // 88 + 2 if room is None else room) + 1, dtype=CONNECTION_DTYPE)
+    end, consumed, malformed, status, error = netlink_pure.decode_into(data, out, 1, seq,
+                                                                       msg_type)
+    return out[1:end].tobytes(), end - 1, consumed, malformed, status, error
+
+
+def infos_of(result) -> np.ndarray:
+    return np.frombuffer(result[1], dtype=CLOSE_INFO_DTYPE)
+
+
+def expected_info(members: dict[str, int] | None, length: int) -> np.ndarray:
+    """What a tcp_info of ``length`` bytes with ``members`` says, from the header's layout."""
+    record = np.zeros(1, dtype=CLOSE_INFO_DTYPE)
+    if members is None:
+        return record
+    known = 0
+    for field, (sources, bit) in INFO_SOURCES.items():
+        ends = [nl.TCP_INFO_OFFSETS[name][0] + struct.calcsize(nl.TCP_INFO_OFFSETS[name][1])
+                for name in sources]
+        if length < max(ends):
+            continue
+        values = [members.get(name, 0) for name in sources]
+        if field == "data_bytes_sent":
+            if values[1] > values[0]:
+                continue
+            values = [values[0] - values[1]]
+        record[field] = values[0]
+        known |= bit
+    record["known"] = known
+    return record
+
+
+CLOSED = Conn("10.1.2.3", 41164, "192.0.2.7", 443, state=0x07, inode=0)
+MEMBERS = {"state": 7, "rtt": 1234, "total_retrans": 3, "bytes_acked": 12_347,
+           "bytes_received": 778, "segs_out": 21, "segs_in": 19, "bytes_sent": 12_400,
+           "bytes_retrans": 55, "ca_state": 4, "rttvar": 99, "min_rtt": 17, "snd_wnd": 65535,
+           "pacing_rate": 2**63, "delivered": 8}
+
+
+def test_a_destroy_message_gives_its_row_and_what_the_socket_carried():
+    data = nl.destroy_message(CLOSED, nl.tcp_info(**MEMBERS))
+    result = both_info(data)
+    assert result[2:] == (1, len(data), 0, 0, 0)
+    assert rows_of(result).tobytes() == reference_rows([CLOSED]).tobytes()
+    info = infos_of(result)[0]
+    assert (info["bytes_sent"], info["bytes_received"], info["data_bytes_sent"]) == (
+        12_347, 778, 12_345)
+    assert (info["segments_sent"], info["segments_received"], info["retransmits"],
+            info["rtt_us"], info["state"], info["known"]) == (21, 19, 3, 1234, 7, 0xFF)
+    assert infos_of(result).tobytes() == expected_info(MEMBERS, nl.TCP_INFO_BYTES).tobytes()
+
+
+@pytest.mark.parametrize("length, unknown", [
+    (nl.TCP_INFO_BYTES, []),
+    (nl.TCP_INFO_BYTES + 44, []),                                  # a newer kernel: ignored
+    (232, []),                                                     # 5.4-6.1 (Debian's 6.1 header)
+    (nl.SIZE_BEFORE_BYTES_SENT, ["data_bytes_sent"]),              # 4.18
+    (nl.SIZE_BEFORE_SEGS, ["segments_sent", "segments_received", "data_bytes_sent"]),  # 4.1
+    (nl.SIZE_BEFORE_BYTES_ACKED, ["bytes_sent", "bytes_received", "segments_sent",
+                                  "segments_received", "data_bytes_sent"]),           # 3.15
+    (124, ["bytes_sent", "bytes_received", "segments_sent", "segments_received",
+           "data_bytes_sent"]),                                    # cut inside a field
+    (104, ["bytes_sent", "bytes_received", "segments_sent", "segments_received",
+           "data_bytes_sent"]),
+    (100, ["retransmits", "bytes_sent", "bytes_received", "segments_sent",
+           "segments_received", "data_bytes_sent"]),
+    (1, [name for name in INFO_SOURCES if name != "state"]),
+    (0, list(INFO_SOURCES)),
+])
+def test_a_shorter_tcp_info_leaves_the_fields_past_its_end_unknown(length, unknown):
+    extra = bytes(range(1, 45))                         # a newer kernel's fields: not read
+    info = (nl.tcp_info(**MEMBERS) + extra)[:length]
+    result = both_info(nl.destroy_message(CLOSED, info))
+    record = infos_of(result)[0]
+    for field, (_, bit) in INFO_SOURCES.items():
+        assert bool(record["known"] & bit) == (field not in unknown), field
+        if field in unknown:
+            assert record[field] == 0
+    assert infos_of(result).tobytes() == expected_info(MEMBERS, length).tobytes()
+
+
+def test_no_tcp_info_attribute_nothing_known():
+    result = both_info(nl.destroy_message(CLOSED, None))
+    assert result[2:5] == (1, len(nl.destroy_message(CLOSED, None)), 0)
+    assert infos_of(result).tobytes() == bytes(CLOSE_INFO_DTYPE.itemsize)
+
+
+def test_the_attribute_type_flags_are_masked_and_the_last_info_counts():
+    first = nl.attribute(nl.INET_DIAG_INFO | nl.NLA_F_NET_BYTEORDER, nl.tcp_info(rtt=5))
+    data = nl.destroy_message(CLOSED, nl.tcp_info(**MEMBERS), before=first)
+    assert infos_of(both_info(data))[0]["rtt_us"] == 1234
+    data = nl.destroy_message(CLOSED, None,
+                              after=nl.attribute(nl.INET_DIAG_INFO | nl.NLA_F_NESTED,
+                                                 nl.tcp_info(rtt=5)))
+    assert infos_of(both_info(data))[0]["rtt_us"] == 5
+
+
+def test_another_attributes_info_is_not_taken():
+    data = nl.destroy_message(CLOSED, None, after=nl.attribute(3, nl.tcp_info(**MEMBERS)))
+    assert infos_of(both_info(data))[0]["known"] == 0
+
+
+def with_attributes(payload_tail: bytes) -> bytes:
+    """A destroy message whose attribute area is exactly ``payload_tail``."""
+    return nl.message(nl.SOCK_DIAG_BY_FAMILY, nl.diag_msg(CLOSED) + payload_tail, seq=0)
+
+
+@pytest.mark.parametrize("fault, kept", [
+    (struct.pack("=HH", 3, 1), False),                 # shorter than its own header
+    (struct.pack("=HH", 400, 2) + bytes(8), False),    # runs past the message
+    (b"\x08\x00", False),                              # a cut header
+])
+@pytest.mark.parametrize("info_first", [True, False], ids=["info-before", "info-after"])
+def test_a_malformed_attribute_list_keeps_the_row_and_the_info_before_it(fault, kept,
+                                                                         info_first):
+    info = nl.attribute(nl.INET_DIAG_INFO, nl.tcp_info(**MEMBERS))
+    tail = info + fault if info_first else fault + info
+    data = with_attributes(tail) + nl.destroy_message(CLOSED, nl.tcp_info(**MEMBERS))
+    result = both_info(data)
+    assert result[2:5] == (2, len(data), 1)            # both rows; the fault counted once
+    assert rows_of(result).tobytes() == reference_rows([CLOSED, CLOSED]).tobytes()
+    first, second = infos_of(result)
+    assert first["known"] == (0xFF if info_first else 0)
+    assert second["known"] == 0xFF
+
+
+def test_a_byte_or_three_left_after_the_attributes_is_malformed():
+    info = nl.attribute(nl.INET_DIAG_INFO, nl.tcp_info(**MEMBERS))
+    for left in (1, 2, 3):
+        payload = nl.diag_msg(CLOSED) + info + bytes(left)
+        data = struct.pack("=IHHII", 16 + len(payload), 20, 0, 0, 0) + payload
+        result = both_info(data + bytes(-len(data) % 4))
+        assert result[4] == 1 and infos_of(result)[0]["known"] == 0xFF
+
+
+def test_data_bytes_sent_unknown_when_more_was_retransmitted_than_sent():
+    members = dict(MEMBERS, bytes_sent=10, bytes_retrans=11)
+    record = infos_of(both_info(nl.destroy_message(CLOSED, nl.tcp_info(**members))))[0]
+    assert record["known"] == 0xFF & ~schema.KNOWN_DATA_BYTES_SENT
+    assert record["data_bytes_sent"] == 0
+
+
+def test_dump_rows_get_info_too_and_rows_without_info_nothing():
+    """A dump with the INFO extension (messages of type TCPDIAG_GETSOCK) decodes the
+    same way; sequence numbers and types are honoured as for rows."""
+    data = (nl.socket_message(CONNS[0], nl.attribute(nl.INET_DIAG_INFO, nl.tcp_info(rtt=9)))
+            + nl.socket_message(CONNS[1]) + nl.destroy_message(CLOSED, nl.tcp_info(rtt=1))
+            + nl.done())
+    result = both_info(data, seq=nl.SEQ, msg_type=nl.TCPDIAG_GETSOCK)
+    assert result[2] == 2
+    assert infos_of(result)["rtt_us"].tolist() == [9, 0]
+    assert infos_of(result)["known"].tolist() == [expected_info({}, nl.TCP_INFO_BYTES)["known"][0], 0]
+
+
+def test_out_full_leaves_the_message_and_its_info_for_the_next_call():
+    conns = [Conn("10.0.0.1", 1000 + i, "192.0.2.9", 80, state=7, inode=0) for i in range(5)]
+    data = b"".join(nl.destroy_message(c, nl.tcp_info(rtt=i + 1, bytes_acked=i * 1000))
+                    for i, c in enumerate(conns))
+    for decoder in DECODERS.values():
+        rows, infos, consumed = [], [], 0
+        while consumed < len(data):
+            out = np.empty(2, dtype=CONNECTION_DTYPE)
+            info = np.empty(3, dtype=CLOSE_INFO_DTYPE)
+            end, used, malformed, _, _ = decoder(data[consumed:], out, 0, 0, 20, info)
+            assert malformed == 0
+            rows.append(out[:end])
+            infos.append(info[:end])
+            consumed += used
+        info = np.concatenate(infos)
+        assert np.concatenate(rows)["local_port"].tolist() == [1000, 1001, 1002, 1003, 1004]
+        assert info["rtt_us"].tolist() == [1, 2, 3, 4, 5]
+        assert info["bytes_sent"].tolist() == [0, 1000, 2000, 3000, 4000]
+
+
+other_attributes = st.lists(
+    st.tuples(st.integers(1, 30).filter(lambda kind: kind != nl.INET_DIAG_INFO),
+              st.binary(max_size=20)), max_size=3).map(
+    lambda attrs: b"".join(nl.attribute(kind, value) for kind, value in attrs))
+tcp_info_members = st.fixed_dictionaries(
+    {}, optional={name: st.integers(0, 2 ** (8 * struct.calcsize(code)) - 1)
+                  for name, (_, code) in nl.TCP_INFO_OFFSETS.items()})
+destroyed = st.lists(st.tuples(
+    st.one_of(conns(ipv4), conns(ipv6)), st.none() | tcp_info_members,
+    st.sampled_from([0, 1, 99, 100, 104, 120, 127, 128, 136, 140, 143, 144, 200, 215, 216, 232,
+                     248, 280, 320]) | st.integers(0, 400),
+    other_attributes, other_attributes), max_size=12)
+
+
+def build_destroyed(entries_list) -> tuple[bytes, list[Conn], np.ndarray]:
+    data, listed, infos = b"", [], []
+    for conn, members, length, before, after in entries_list:
+        info = None if members is None else nl.tcp_info(length, **members)
+        data += nl.destroy_message(conn, info, before, after)
+        listed.append(conn)
+        infos.append(expected_info(members, length))
+    return data, listed, (np.concatenate(infos) if infos else np.empty(0, CLOSE_INFO_DTYPE))
+
+
+@settings(max_examples=300, deadline=None)
+@given(destroyed)
+def test_generated_destroy_messages_decode_to_what_was_built(entries_list):
+    data, listed, infos = build_destroyed(entries_list)
+    result = both_info(data)
+    assert result[2:] == (len(listed), len(data), 0, 0, 0)
+    assert rows_of(result).tobytes() == reference_rows(listed).tobytes()
+    assert infos_of(result).tobytes() == infos.tobytes()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(destroyed, st.data())
+def test_cut_destroy_messages_give_a_prefix_of_rows_and_info(entries_list, data):
+    whole = build_destroyed(entries_list)[0]
+    expected = both_info(whole)
+    cut = whole[:data.draw(st.integers(0, len(whole)))]
+    result = both_info(cut, room=data.draw(st.none() | st.integers(0, 5)))
+    assert rows_of(result).tobytes() == rows_of(expected)[:result[2]].tobytes()
+    assert infos_of(result).tobytes() == infos_of(expected)[:result[2]].tobytes()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(destroyed, st.data())
+def test_corrupted_destroy_messages_agree(entries_list, data):
+    text = bytearray(build_destroyed(entries_list)[0])
+    for _ in range(data.draw(st.integers(1, 8))):
+        edit(text, data.draw(st.sampled_from(EDITS)), data.draw(st.integers(0, len(text))),
+             data.draw(st.integers(0, 255)))
+    both_info(bytes(text), room=data.draw(st.none() | st.integers(0, 5)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=800), st.none() | st.integers(0, 3), st.sampled_from([18, 20]))
+def test_arbitrary_bytes_agree_with_info(raw, room, msg_type):
+    both_info(raw, room, seq=0, msg_type=msg_type)

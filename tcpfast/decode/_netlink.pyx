@@ -11,6 +11,8 @@ from libc.string cimport memcpy, memset
 
 from tcpfast.row cimport Row, row_layout_of, row_pointer
 
+from tcpfast.schema import check_close_info
+
 cdef enum:
     HEADER_BYTES = 16
     DIAG_MSG_BYTES = 72
@@ -24,11 +26,49 @@ cdef enum:
     EPROTO = 71
     STATUS_DONE = 1
     STATUS_INTERRUPTED = 2
+    NLA_HEADER_BYTES = 4
+    NLA_TYPE_MASK = 0x3FFF
+    INET_DIAG_INFO = 2
+    KNOWN_BYTES_SENT = 0x01
+    KNOWN_BYTES_RECEIVED = 0x02
+    KNOWN_SEGMENTS_SENT = 0x04
+    KNOWN_SEGMENTS_RECEIVED = 0x08
+    KNOWN_RETRANSMITS = 0x10
+    KNOWN_RTT = 0x20
+    KNOWN_STATE = 0x40
+    KNOWN_DATA_BYTES_SENT = 0x80
+
+cdef struct CloseInfo:                  # tcpfast.schema.CLOSE_INFO_DTYPE
+    uint64_t bytes_sent
+    uint64_t bytes_received
+    uint64_t data_bytes_sent
+    uint32_t segments_sent
+    uint32_t segments_received
+    uint32_t retransmits
+    uint32_t rtt_us
+    uint8_t state
+    uint8_t known
+    uint8_t _reserved[6]
 
 
 def row_layout():
     """(itemsize, {field: offset}) of the C row, to check against CONNECTION_DTYPE."""
     return row_layout_of()
+
+
+def close_info_layout():
+    """(itemsize, {field: offset}) of the C close info, to check against CLOSE_INFO_DTYPE."""
+    cdef CloseInfo info
+    cdef size_t base = <size_t>&info
+    return sizeof(CloseInfo), {
+        "bytes_sent": <size_t>&info.bytes_sent - base,
+        "bytes_received": <size_t>&info.bytes_received - base,
+        "data_bytes_sent": <size_t>&info.data_bytes_sent - base,
+        "segments_sent": <size_t>&info.segments_sent - base,
+        "segments_received": <size_t>&info.segments_received - base,
+        "retransmits": <size_t>&info.retransmits - base, "rtt_us": <size_t>&info.rtt_us - base,
+        "state": <size_t>&info.state - base, "known": <size_t>&info.known - base,
+        "_reserved": <size_t>&info._reserved - base}
 
 
 cdef inline uint32_t _u32(const uint8_t* p) noexcept nogil:
@@ -41,6 +81,71 @@ cdef inline uint16_t _u16(const uint8_t* p) noexcept nogil:
     cdef uint16_t value
     memcpy(&value, p, 2)
     return value
+
+
+cdef inline uint64_t _u64(const uint8_t* p) noexcept nogil:
+    cdef uint64_t value
+    memcpy(&value, p, 8)
+    return value
+
+
+cdef inline bint _find_info(const uint8_t* a, Py_ssize_t left, const uint8_t** value,
+                            Py_ssize_t* length) noexcept nogil:
+    """The last INET_DIAG_INFO among the attributes at ``a`` (``left`` bytes) before any
+    fault, into value/length (NULL: none); whether there was a fault."""
+    cdef Py_ssize_t size, step
+    value[0] = NULL
+    length[0] = 0
+    while left > 0:
+        if left < NLA_HEADER_BYTES:
+            return True
+        size = _u16(a)
+        if size < NLA_HEADER_BYTES or size > left:
+            return True
+        if (_u16(a + 2) & NLA_TYPE_MASK) == INET_DIAG_INFO:
+            value[0] = a + NLA_HEADER_BYTES
+            length[0] = size - NLA_HEADER_BYTES
+        step = (size + 3) & ~(<Py_ssize_t>3)
+        if step > left:
+            step = left
+        a += step
+        left -= step
+    return False
+
+
+cdef inline void _decode_info(const uint8_t* v, Py_ssize_t length, CloseInfo* info) noexcept nogil:
+    """A struct tcp_info of ``length`` bytes (v NULL: none) to what the socket carried."""
+    cdef uint64_t sent, retransmitted
+    memset(info, 0, sizeof(CloseInfo))
+    if v == NULL:
+        return
+    if length >= 1:
+        info.state = v[0]
+        info.known |= KNOWN_STATE
+    if length >= 72:
+        info.rtt_us = _u32(v + 68)
+        info.known |= KNOWN_RTT
+    if length >= 104:
+        info.retransmits = _u32(v + 100)
+        info.known |= KNOWN_RETRANSMITS
+    if length >= 128:
+        info.bytes_sent = _u64(v + 120)
+        info.known |= KNOWN_BYTES_SENT
+    if length >= 136:
+        info.bytes_received = _u64(v + 128)
+        info.known |= KNOWN_BYTES_RECEIVED
+    if length >= 140:
+        info.segments_sent = _u32(v + 136)
+        info.known |= KNOWN_SEGMENTS_SENT
+    if length >= 144:
+        info.segments_received = _u32(v + 140)
+        info.known |= KNOWN_SEGMENTS_RECEIVED
+    if length >= 216:
+        sent = _u64(v + 200)
+        retransmitted = _u64(v + 208)
+        if retransmitted <= sent:
+            info.data_bytes_sent = sent - retransmitted
+            info.known |= KNOWN_DATA_BYTES_SENT
 
 
 cdef inline void _decode_row(const uint8_t* m, Row* row) noexcept nogil:
@@ -68,8 +173,9 @@ cdef inline void _decode_row(const uint8_t* m, Row* row) noexcept nogil:
 
 
 def decode_into(const uint8_t[::1] data, object out, Py_ssize_t start, uint32_t seq,
-                uint16_t msg_type):
-    """Decode the messages in `data` into `out[start:]`; see netlink_pure.decode_into."""
+                uint16_t msg_type, object info=None):
+    """Decode the messages in `data` into `out[start:]` (and `info[start:]`); see
+    netlink_pure.decode_into."""
     cdef Py_ssize_t length = data.shape[0]
     cdef Py_ssize_t capacity
     cdef Py_ssize_t n = start, pos = 0, malformed = 0, step
@@ -82,9 +188,18 @@ def decode_into(const uint8_t[::1] data, object out, Py_ssize_t start, uint32_t 
     cdef const uint8_t* h
     cdef const uint8_t* m
     cdef Row* rows
+    cdef CloseInfo* infos = NULL
+    cdef const uint8_t* value
+    cdef Py_ssize_t value_length
+    cdef uint8_t[::1] info_bytes
 
     rows = row_pointer(out, True, "out")
     capacity = out.shape[0]
+    if info is not None:
+        check_close_info(info, capacity)
+        if info.shape[0]:
+            info_bytes = info.view("u1")
+            infos = <CloseInfo*>&info_bytes[0]
     if not 0 <= start <= capacity:
         raise ValueError(f"start {start} is outside out (0..{capacity})")
     if length == 0:
@@ -135,6 +250,11 @@ def decode_into(const uint8_t[::1] data, object out, Py_ssize_t start, uint32_t 
                         if n == capacity:
                             break                     # out is full: this message is left
                         _decode_row(m, &rows[n])
+                        if infos != NULL:
+                            malformed += _find_info(m + DIAG_MSG_BYTES,
+                                                    <Py_ssize_t>size - HEADER_BYTES - DIAG_MSG_BYTES,
+                                                    &value, &value_length)
+                            _decode_info(value, value_length, &infos[n])
                         n += 1
                         if flags & NLM_F_DUMP_INTR:
                             status |= STATUS_INTERRUPTED

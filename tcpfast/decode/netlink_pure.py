@@ -27,6 +27,25 @@ caller's privilege.
 - A header that is cut, or whose length is below 16 or runs past the data,
   is malformed and ends the walk: nothing after it can be trusted.
 
+With ``info`` (what a socket carried: destroy events), the attributes after a
+row's ``inet_diag_msg`` are walked too, up to the message's length, each an
+``nlattr`` (native u16 length, header included, and u16 type, whose two top
+bits are flags), the next at its length rounded up to 4. An attribute shorter
+than its 4-byte header or running past the message (or 1-3 bytes left over)
+makes the list malformed: the message is counted malformed once and still gives
+its row (its inet_diag_msg is whole); the attributes from the fault on are
+ignored. The last INET_DIAG_INFO (type 2) before it is the socket's ``struct
+tcp_info`` (include/uapi/linux/tcp.h), read at fixed offsets as far as its own
+length goes: tcpi_state (u8 at 0), tcpi_rtt (u32 at 68), tcpi_total_retrans
+(u32 at 100), tcpi_bytes_acked (u64 at 120), tcpi_bytes_received (u64 at 128),
+tcpi_segs_out (u32 at 136), tcpi_segs_in (u32 at 140), tcpi_bytes_sent and
+tcpi_bytes_retrans (u64 at 200 and 208). An older kernel's shorter struct
+leaves the fields past its end unknown (their KNOWN_* bits clear, value 0), a
+newer kernel's longer one has the rest ignored; ``data_bytes_sent`` is unknown
+also when tcpi_bytes_retrans exceeds tcpi_bytes_sent (no kernel sends that). A
+row without the attribute has nothing known. Without ``info`` no attribute is
+looked at: a dump pays nothing for it.
+
 Rows agree with /proc's: for a listening socket netlink reports the backlog
 limit as wqueue where /proc prints a tx_queue of 0, so LISTEN rows get 0.
 """
@@ -37,7 +56,19 @@ import struct
 
 import numpy as np
 
-from ..schema import check_rows
+from ..schema import (
+    CLOSE_INFO_DTYPE,
+    KNOWN_BYTES_RECEIVED,
+    KNOWN_BYTES_SENT,
+    KNOWN_DATA_BYTES_SENT,
+    KNOWN_RETRANSMITS,
+    KNOWN_RTT,
+    KNOWN_SEGMENTS_RECEIVED,
+    KNOWN_SEGMENTS_SENT,
+    KNOWN_STATE,
+    check_close_info,
+    check_rows,
+)
 
 NLMSG_HEADER = struct.Struct("=IHHII")
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
@@ -54,6 +85,69 @@ STATUS_INTERRUPTED = 2   # NLM_F_DUMP_INTR seen: the table changed during the du
 
 _FAMILY = {AF_INET: 4, AF_INET6: 6}
 _ERROR_CODE = struct.Struct("=i")
+
+NLA_HEADER = struct.Struct("=HH")
+NLA_TYPE_MASK = 0x3FFF                   # the top bits are NLA_F_NESTED, NLA_F_NET_BYTEORDER
+INET_DIAG_INFO = 2
+_U8, _U32, _U64 = struct.Struct("=B"), struct.Struct("=I"), struct.Struct("=Q")
+#: struct tcp_info: (field, offset, format, KNOWN_* bit); known when the struct reaches
+#: the field's end.
+TCP_INFO_FIELDS = (
+    ("state", 0, _U8, KNOWN_STATE),                      # tcpi_state
+    ("rtt_us", 68, _U32, KNOWN_RTT),                     # tcpi_rtt
+    ("retransmits", 100, _U32, KNOWN_RETRANSMITS),       # tcpi_total_retrans
+    ("bytes_sent", 120, _U64, KNOWN_BYTES_SENT),         # tcpi_bytes_acked
+    ("bytes_received", 128, _U64, KNOWN_BYTES_RECEIVED), # tcpi_bytes_received
+    ("segments_sent", 136, _U32, KNOWN_SEGMENTS_SENT),   # tcpi_segs_out
+    ("segments_received", 140, _U32, KNOWN_SEGMENTS_RECEIVED),  # tcpi_segs_in
+)
+TCPI_BYTES_SENT, TCPI_BYTES_RETRANS = 200, 208           # u64 each: data_bytes_sent
+
+
+def _info_attribute(view: memoryview, start: int, end: int) -> tuple[int, int, bool]:
+    """The value (offset, length) of the last INET_DIAG_INFO among the attributes in
+    ``view[start:end]`` before any fault ((-1, 0): none), and whether there was one."""
+    found, length, pos = -1, 0, start
+    while pos < end:
+        if end - pos < NLA_HEADER.size:
+            return found, length, True
+        size, kind = NLA_HEADER.unpack_from(view, pos)
+        if size < NLA_HEADER.size or size > end - pos:
+            return found, length, True
+        if kind & NLA_TYPE_MASK == INET_DIAG_INFO:
+            found, length = pos + NLA_HEADER.size, size - NLA_HEADER.size
+        pos += min((size + 3) & ~3, end - pos)
+    return found, length, False
+
+
+def _info_from(view: memoryview, attributes: list[tuple[int, int]], info: np.ndarray,
+               start: int) -> None:
+    """Fill info[start:] from each row's tcp_info (offset, length); offset -1: none."""
+    records = np.zeros(len(attributes), dtype=CLOSE_INFO_DTYPE)
+    columns: dict[str, list[int]] = {name: [] for name, *_ in TCP_INFO_FIELDS}
+    columns["data_bytes_sent"] = []
+    known: list[int] = []
+    for offset, length in attributes:
+        bits = 0
+        for name, at, field, bit in TCP_INFO_FIELDS:
+            if offset >= 0 and length >= at + field.size:
+                columns[name].append(field.unpack_from(view, offset + at)[0])
+                bits |= bit
+            else:
+                columns[name].append(0)
+        sent = retransmitted = 0
+        if offset >= 0 and length >= TCPI_BYTES_RETRANS + _U64.size:
+            sent = _U64.unpack_from(view, offset + TCPI_BYTES_SENT)[0]
+            retransmitted = _U64.unpack_from(view, offset + TCPI_BYTES_RETRANS)[0]
+            if retransmitted <= sent:
+                bits |= KNOWN_DATA_BYTES_SENT
+        columns["data_bytes_sent"].append(sent - retransmitted if bits & KNOWN_DATA_BYTES_SENT
+                                          else 0)
+        known.append(bits)
+    for name, values in columns.items():
+        records[name] = values
+    records["known"] = known
+    info[start:start + len(records)] = records
 
 
 def _rows_from(data: bytes | memoryview, payloads: list[int], out: np.ndarray, start: int) -> None:
@@ -85,8 +179,11 @@ def _rows_from(data: bytes | memoryview, payloads: list[int], out: np.ndarray, s
 
 
 def decode_into(data: bytes | bytearray | memoryview, out: np.ndarray, start: int, seq: int,
-                msg_type: int) -> tuple[int, int, int, int, int]:
-    """Decode the messages in ``data`` into ``out[start:]``.
+                msg_type: int, info: np.ndarray | None = None
+                ) -> tuple[int, int, int, int, int]:
+    """Decode the messages in ``data`` into ``out[start:]`` (and, given ``info``, an
+    array of CLOSE_INFO_DTYPE at least as long as ``out``, what each socket carried
+    into ``info[start:]``: ``info[i]`` describes ``out[i]``).
 
     Returns ``(end, consumed, malformed, status, error)``: rows fill
     ``out[start:end]``; ``consumed`` bytes were walked (less than ``data``
@@ -95,6 +192,8 @@ def decode_into(data: bytes | bytearray | memoryview, out: np.ndarray, start: in
     of an NLMSG_ERROR reply, else 0.
     """
     check_rows(out, "out", writable=True)
+    if info is not None:
+        check_close_info(info, len(out))
     if not 0 <= start <= len(out):
         raise ValueError(f"start {start} is outside out (0..{len(out)})")
     view = memoryview(data).cast("B")
@@ -102,6 +201,7 @@ def decode_into(data: bytes | bytearray | memoryview, out: np.ndarray, start: in
     capacity = len(out)
     end, pos, malformed, status, error = start, 0, 0, 0, 0
     payloads: list[int] = []
+    attributes: list[tuple[int, int]] = []
     while pos < length:
         if length - pos < NLMSG_HEADER.size:
             malformed += 1
@@ -139,9 +239,16 @@ def decode_into(data: bytes | bytearray | memoryview, out: np.ndarray, start: in
                         break                            # out is full: this message is left
                     payloads.append(payload)
                     end += 1
+                    if info is not None:
+                        found, found_length, faulty = _info_attribute(
+                            view, payload + DIAG_MSG_BYTES, pos + size)
+                        attributes.append((found, found_length))
+                        malformed += faulty
                     if flags & NLM_F_DUMP_INTR:
                         status |= STATUS_INTERRUPTED
         pos += step
     if payloads:
         _rows_from(view, payloads, out, start)
+        if info is not None:
+            _info_from(view, attributes, info, start)
     return end, pos, malformed, status, error

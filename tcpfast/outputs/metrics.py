@@ -23,8 +23,8 @@ from prometheus_client import (
 
 from .. import __version__, backend
 from ..enrich.direction import DIRECTION_NAMES
-from ..events import Poll
-from ..schema import STATE_NAMES
+from ..events import Poll, RowEvents
+from ..schema import KNOWN_BYTES_RECEIVED, KNOWN_BYTES_SENT, STATE_NAMES
 from ..sources import Snapshot
 
 FAMILIES = (4, 6)
@@ -32,6 +32,9 @@ DEFAULT_ADDRESS = "127.0.0.1"
 #: Poll durations from a tiny table (~1 ms) to a million sockets cut short (tens of s).
 POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0, 30.0, 60.0)
+#: Connection lifetimes, from a request (~10 ms) to a day-long session.
+DURATION_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0,
+                    14400.0, 86400.0)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -76,6 +79,29 @@ class Metrics:
         self.unread = Counter("tcpfast_unread_namespaces", "Network namespaces found but not "
                               "read (gone, moved or refused since they were found), summed "
                               "over polls.", registry=self.registry)
+        self.bytes_sent = Counter("tcpfast_closed_connection_sent_bytes", "Bytes sent by "
+                                  "closed connections as the kernel counts them "
+                                  "(tcpi_bytes_acked: the opener's SYN and a FIN count one "
+                                  "each), where known (netlink's destroy events).", labels,
+                                  registry=self.registry)
+        self.bytes_received = Counter("tcpfast_closed_connection_received_bytes", "Bytes "
+                                      "received by closed connections as the kernel counts "
+                                      "them (tcpi_bytes_received: the peer's FIN counts one "
+                                      "when it arrived), where known.", labels,
+                                      registry=self.registry)
+        self.bytes_unknown = Counter("tcpfast_closed_connections_unknown_bytes", "Closed "
+                                     "connections whose bytes are not known (the /proc "
+                                     "source, a missed destroy event, a reset that cleared "
+                                     "them): left out of the byte counters.", labels,
+                                     registry=self.registry)
+        for counter in (self.bytes_sent, self.bytes_received, self.bytes_unknown):
+            for direction in DIRECTION_NAMES.values():
+                for family in FAMILIES:
+                    counter.labels(direction, str(family))
+        self.lifetimes = Histogram("tcpfast_closed_connection_duration_seconds", "How long "
+                                   "closed connections were seen open (from the poll that "
+                                   "first listed them: at most one interval short), where "
+                                   "known.", buckets=DURATION_BUCKETS, registry=self.registry)
         self.sockets = Gauge("tcpfast_tcp_connection_states", "TCP sockets by state at the "
                              "last poll (as node_tcp_connection_states).", ("state",),
                              registry=self.registry)
@@ -121,6 +147,27 @@ class Metrics:
         self.port_scans.inc(len(poll.scans))
         self.blocks.inc(len(poll.blocks))
 
+    def record_closed(self, events: RowEvents) -> None:
+        """What closed connections (``closed`` or ``new_and_closed`` events) carried: their
+        bytes by direction and family where ``info`` knows them, their durations where
+        known (not NaN)."""
+        if not len(events):
+            return
+        if events.info is None:
+            self._count(self.bytes_unknown, events.rows, events.direction)
+        else:
+            known = events.info["known"]
+            for counter, field, bit in ((self.bytes_sent, "bytes_sent", KNOWN_BYTES_SENT),
+                                        (self.bytes_received, "bytes_received",
+                                         KNOWN_BYTES_RECEIVED)):
+                self._count(counter, events.rows, events.direction,
+                            np.where(known & bit, events.info[field], 0))
+            unknown = (known & (KNOWN_BYTES_SENT | KNOWN_BYTES_RECEIVED)) == 0
+            self._count(self.bytes_unknown, events.rows[unknown], events.direction[unknown])
+        if events.duration is not None:
+            for duration in events.duration[~np.isnan(events.duration)].tolist():
+                self.lifetimes.observe(duration)
+
     def timed(self, poll: Callable[[], Poll]) -> Callable[[], Poll]:
         """``poll`` that also observes how long each call takes (read, diff and output)."""
         def timed_poll() -> Poll:
@@ -132,11 +179,18 @@ class Metrics:
         return timed_poll
 
     @staticmethod
-    def _count(counter: Counter, rows: np.ndarray, directions: np.ndarray) -> None:
+    def _count(counter: Counter, rows: np.ndarray, directions: np.ndarray,
+               amounts: np.ndarray | None = None) -> None:
+        """Add each row's amount (None: 1) to its direction's and family's series."""
         ipv6 = (rows["family"] == 6).astype(np.intp)
-        cells = np.bincount(directions.astype(np.intp) * 2 + ipv6,
-                            minlength=2 * len(DIRECTION_NAMES))
-        for cell in np.flatnonzero(cells).tolist():
-            direction, family = divmod(cell, 2)
-            counter.labels(DIRECTION_NAMES[direction], str(FAMILIES[family])).inc(
-                int(cells[cell]))
+        cells = directions.astype(np.intp) * 2 + ipv6
+        if amounts is None:
+            totals = np.bincount(cells, minlength=2 * len(DIRECTION_NAMES)).tolist()
+        else:                    # integer sums: bincount's float weights round past 2**53
+            sums = np.zeros(2 * len(DIRECTION_NAMES), dtype=np.uint64)
+            np.add.at(sums, cells, amounts.astype(np.uint64))
+            totals = sums.tolist()
+        for cell, total in enumerate(totals):
+            if total:
+                direction, family = divmod(cell, 2)
+                counter.labels(DIRECTION_NAMES[direction], str(FAMILIES[family])).inc(total)

@@ -7,11 +7,22 @@ two polls is still heard of. A thread receives them as they come (so the
 socket's buffer never overflows between polls) and decodes them into rows; the
 poll loop drains what arrived since its last poll.
 
-What the kernel sends, measured on 6.x: state CLOSE, inode 0, uid as /proc
-would show it; a socket that sent a RST on close (SO_LINGER 0) has lost its
-local address and remote port (zeros). Request sockets (SYN_RECV) and TIME_WAIT
-entries are not full sockets: their end is not reported; a connection that
-ends in TIME_WAIT is reported when its full socket is destroyed, on entering it.
+What the kernel sends (net/core/sock_diag.c, sock_diag_broadcast_destroy, and
+net/ipv4/inet_diag.c, inet_diag_handler_get_info; measured on 6.18): one message
+(SOCK_DIAG_BY_FAMILY, sequence 0) per destroyed full socket of a user (not the
+kernel's own), the same for every listener, root or not (binding the groups
+needs no privilege and asks for nothing: no request picks the attributes):
+the inet_diag_msg with state CLOSE, uid 0 and inode 0 (not filled in), the
+cookie and the queues; then INET_DIAG_PROTOCOL and INET_DIAG_INFO, the
+socket's final ``struct tcp_info`` (280 bytes on 6.18), decoded beside each row
+into CLOSE_INFO_DTYPE. A socket that sent a RST on close (SO_LINGER 0) went
+through tcp_disconnect first, which cleared its remote port, its local address
+and its counters: the info of a row with remote port 0 is unknown (but for its
+state). Request sockets (SYN_RECV) and TIME_WAIT entries are not full sockets:
+their end is not reported; a connection that ends in TIME_WAIT is reported
+when its full socket is destroyed, on entering it (or, closed first by
+close(), as soon as its FIN is acknowledged: what follows is the timewait
+entry's). What the byte counts mean: tests/test_close_info.py.
 """
 
 from __future__ import annotations
@@ -23,10 +34,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
-from ..schema import CONNECTION_DTYPE
+from ..schema import CLOSE_INFO_DTYPE, CONNECTION_DTYPE, KNOWN_STATE
 from .netns import open_in_namespace
 from .sockdiag import NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, decode_into
 
@@ -60,6 +72,14 @@ def _events_socket() -> socket.socket:
     return sock
 
 
+class Destroyed(NamedTuple):
+    """Sockets destroyed since the last drain, in order."""
+
+    rows: np.ndarray       # CONNECTION_DTYPE
+    times: np.ndarray      # float64: when each was received (UNIX time, seconds)
+    info: np.ndarray       # CLOSE_INFO_DTYPE: what each carried (its final tcp_info)
+
+
 class DestroyEvents:
     """Receives the destroyed TCP sockets of one namespace or many until closed: one
     socket per namespace, one thread for all of them.
@@ -79,6 +99,7 @@ class DestroyEvents:
         self._lock = threading.Lock()
         self._rows = np.empty(1024, dtype=CONNECTION_DTYPE)
         self._times = np.empty(1024, dtype=np.float64)
+        self._info = np.empty(1024, dtype=CLOSE_INFO_DTYPE)
         self._count = 0
         self.lost = 0
         self.malformed = 0
@@ -114,12 +135,18 @@ class DestroyEvents:
         with self._lock:
             return set(self._sockets)
 
-    def drain(self) -> tuple[np.ndarray, np.ndarray]:
-        """The sockets destroyed since the last drain, in order, and when each was
-        received (UNIX time, seconds)."""
+    def drain_with_info(self) -> Destroyed:
+        """The sockets destroyed since the last drain: rows, times and what each carried."""
         with self._lock:
-            rows, times = self._rows[:self._count].copy(), self._times[:self._count].copy()
+            count = self._count
+            drained = Destroyed(self._rows[:count].copy(), self._times[:count].copy(),
+                                self._info[:count].copy())
             self._count = 0
+        return drained
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows and times of :meth:`drain_with_info` (what the poller pairs today)."""
+        rows, times, _ = self.drain_with_info()
         return rows, times
 
     def close(self) -> None:
@@ -178,9 +205,12 @@ class DestroyEvents:
     def _append(self, data: memoryview, received: float) -> None:
         used = 0
         while True:
-            end, consumed, malformed, _, _ = decode_into(data[used:], self._rows, self._count,
-                                                         EVENT_SEQ, SOCK_DIAG_BY_FAMILY)
-            self._times[self._count:end] = received
+            start = self._count
+            end, consumed, malformed, _, _ = decode_into(data[used:], self._rows, start,
+                                                         EVENT_SEQ, SOCK_DIAG_BY_FAMILY,
+                                                         self._info)
+            self._times[start:end] = received
+            self._forget_cleared_counters(start, end)
             self._count = end
             self.malformed += malformed
             used += consumed
@@ -188,6 +218,17 @@ class DestroyEvents:
                 return
             self._rows = np.concatenate([self._rows, np.empty_like(self._rows)])
             self._times = np.concatenate([self._times, np.empty_like(self._times)])
+            self._info = np.concatenate([self._info, np.empty_like(self._info)])
+
+    def _forget_cleared_counters(self, start: int, end: int) -> None:
+        """Rows start..end with remote port 0 were disconnected (tcp_disconnect zeroed
+        their counters) or never connected: their info is unknown, but for the state."""
+        cleared = start + np.flatnonzero(self._rows["remote_port"][start:end] == 0)
+        if len(cleared):
+            state, known = self._info["state"][cleared], self._info["known"][cleared]
+            self._info[cleared] = np.zeros(1, dtype=CLOSE_INFO_DTYPE)
+            self._info["state"][cleared] = state
+            self._info["known"][cleared] = known & KNOWN_STATE
 
 
 def open_destroy_events(netns_path: str | None, warn: Callable[[str], None], *,

@@ -46,7 +46,7 @@ RECV_BYTES = 64 * 1024
 RECV_TIMEOUT = 10.0
 
 _compiled = backend.compiled("_netlink")
-#: The decoder in use: ``decode_into(data, out, start, seq, msg_type)``, see
+#: The decoder in use: ``decode_into(data, out, start, seq, msg_type, info=None)``, see
 #: :func:`tcpfast.decode.netlink_pure.decode_into`.
 decode_into = _compiled.decode_into if _compiled else netlink_pure.decode_into
 
