@@ -21,7 +21,9 @@ sockets reported (at least one line), missed (none), reported twice (two or
 more), lines that match no socket (reported that did not exist), by lifetime,
 close mode and side; a missed socket is also classed by whether it was alive at
 a poll, or closed into TIME_WAIT between the first and the last poll (what a
-poll could still list). tcpfast's stderr is printed as is.
+poll could still list), and whether an earlier socket of the run had its key
+(Linux reuses a TIME_WAIT entry's ports for a new connect: net.ipv4.tcp_tw_reuse,
+2 = loopback only, the default). tcpfast's stderr is printed as is.
 
     python -m benchmarks.coverage --source netlink --connections 1001 --seconds 10
     python -m benchmarks.coverage --source proc,netlink --json coverage.json
@@ -83,6 +85,7 @@ class Verdict:
     closes: list[Line] = field(default_factory=list)        # closed
     alive_at_poll: bool = False
     time_wait_at_poll: bool = False
+    reused_key: bool = False        # an earlier socket of the run had the same key
 
     def category(self, name: str) -> str:
         if name == "side":
@@ -261,7 +264,7 @@ def judge(trace: tracepoint.Trace, ledger: lifetimes.Ledger, lines: list[Line],
         candidates = planned.get(traced.key, [])
         opened = min(candidates, key=lambda item: abs((item.opened or 0) - traced.established),
                      default=None)
-        verdict = Verdict(traced, opened)
+        verdict = Verdict(traced, opened, reused_key=bool(by_key[traced.key]))
         _classify(verdict, polls)
         verdicts.append(verdict)
         by_key[traced.key].append(verdict)
@@ -349,6 +352,8 @@ def summary_row(run: Run) -> dict:
             "missed_alive_at_poll": sum(1 for verdict in missed if verdict.alive_at_poll),
             "missed_in_time_wait_at_poll": sum(1 for verdict in missed
                                                if verdict.time_wait_at_poll),
+            "reused_keys": sum(1 for verdict in run.verdicts if verdict.reused_key),
+            "missed_reused_key": sum(1 for verdict in missed if verdict.reused_key),
             "reported_new_never_closed": sum(
                 1 for verdict in run.verdicts
                 if any(line.event["event"] == "new" for line in verdict.reports)
@@ -371,7 +376,10 @@ def breakdown(run: Run, name: str) -> list[dict]:
                      "missed, alive at a poll": sum(1 for v in verdicts
                                                     if not v.reports and v.alive_at_poll),
                      "missed, TIME_WAIT at a poll": sum(1 for v in verdicts if not v.reports
-                                                        and v.time_wait_at_poll)})
+                                                        and v.time_wait_at_poll),
+                     "reused key": sum(1 for v in verdicts if v.reused_key),
+                     "missed, reused key": sum(1 for v in verdicts
+                                               if not v.reports and v.reused_key)})
     return rows
 
 
@@ -419,6 +427,7 @@ def details(run: Run) -> dict:
                 "close": verdict.category("close"),
                 "alive_at_poll": verdict.alive_at_poll,
                 "time_wait_at_poll": verdict.time_wait_at_poll,
+                "reused_key": verdict.reused_key,
                 "reports": [{"received": line.received, **line.event}
                             for line in verdict.reports],
                 "closes": [{"received": line.received, **line.event} for line in verdict.closes]}
@@ -438,7 +447,9 @@ def print_run(run: Run) -> None:
     print(f"sockets reported (new or new_and_closed): {row['reported']} of {row['sockets']} "
           f"({_percent(row['reported'], row['sockets'])}); missed {row['missed']} "
           f"(alive at a poll: {row['missed_alive_at_poll']}, in TIME_WAIT at a poll: "
-          f"{row['missed_in_time_wait_at_poll']}); reported twice {row['twice']}; "
+          f"{row['missed_in_time_wait_at_poll']}, key reused: {row['missed_reused_key']}); "
+          f"reported twice {row['twice']}; sockets whose key an earlier one had "
+          f"{row['reused_keys']}; "
           f"reported that did not exist {row['phantoms']}; "
           f"reported new, never closed {row['reported_new_never_closed']}")
     for name in ("lifetime", "close", "side"):
@@ -466,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=float, default=0.5,
                         help="seconds between readings of the TCP counters")
     parser.add_argument("--json", metavar="FILE", help="write every verdict's details there")
+    parser.add_argument("--attempts", type=int, default=3,
+                        help="runs to try when the tracepoint's truth is incomplete "
+                             "(the kernel skipped the program): each says why")
     parser.add_argument("--here", action="store_true",
                         help="run in the current namespace, not a private one")
     args = parser.parse_args(argv)
@@ -479,13 +493,23 @@ def main(argv: list[str] | None = None) -> int:
                           args.ipv6_fraction)
     runs = []
     for source in args.source.split(","):
-        run = measure(source, plan, args.interval, args.state, args.sample)
+        for attempt in range(1, args.attempts + 1):
+            try:
+                run = measure(source, plan, args.interval, args.state, args.sample)
+                break
+            except tracepoint.TraceLost as error:
+                print(f"coverage: the ground truth of attempt {attempt} is incomplete "
+                      f"({error})", file=sys.stderr)
+        else:
+            print(f"coverage: no complete ground truth in {args.attempts} attempts",
+                  file=sys.stderr)
+            return 1
         print_run(run)
         runs.append(run)
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump([details(run) for run in runs], out, indent=1)
     print("\n" + markdown([summary_row(run) for run in runs]))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump([details(run) for run in runs], out, indent=1)
     return 0
 
 
