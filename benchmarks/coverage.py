@@ -58,6 +58,8 @@ from tcpfast.sources.snmp import SnmpCounters, TcpCounters
 
 #: How long after its expected time a line may take to come before the run fails.
 WAIT_MARGIN = 30.0
+#: Sockets opened in the namespace besides the load's: the second probe's connection.
+PROBE_SOCKETS = 2
 #: A socket is "alive at a poll" only this far from both ends (the read takes time).
 POLL_MARGIN = 0.05
 
@@ -109,6 +111,8 @@ class Run:
     poll_times: list[float]
     ledger: lifetimes.Ledger
     lines: list[Line] = field(default_factory=list)
+    recursion_misses: int = 0          # the kernel skipped the program (any namespace)
+    truth: str = "tracepoint"          # what the verdicts were judged against
 
 
 class TcpfastProcess:
@@ -195,13 +199,17 @@ class Sampler:
 
 def _about(port: int):
     def matches(line: Line) -> bool:
-        return port in (line.event["local_port"], line.event["remote_port"])
+        return port in (line.event.get("local_port"), line.event.get("remote_port"))
     return matches
 
 
 def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | None,
-            sample: float) -> Run:
-    """One run of the load under tcpfast ``source``, with the tracepoint watching."""
+            sample: float, truth: str = "auto") -> Run:
+    """One run of the load under tcpfast ``source``, with the tracepoint watching.
+
+    ``truth``: "tracepoint" (TraceLost unless the trace is proven whole), "ledger"
+    (the load's own record of its sockets, checked against the TCP counters), or
+    "auto": the tracepoint where it is whole, else the ledger, saying so."""
     command = [sys.executable, "-m", "tcpfast", "--json", "--events", "new,closed",
                "--interval", f"{interval:g}", "--source", source]
     if states:
@@ -213,7 +221,7 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
     accepted = probe_server.accept()[0]
     tcpfast: TcpfastProcess | None = None
     try:
-        with tracepoint.Tracepoint() as trace, Sampler(sample) as sampler, \
+        with tracepoint.Tracepoint(allow_misses=True) as trace, Sampler(sample) as sampler, \
                 lifetimes.LifetimeLoad(plan) as load:
             tcpfast = TcpfastProcess(command)
             first = tcpfast.wait_for(lambda line: _about(probe_port)(line)
@@ -229,9 +237,7 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
                     probe_server.accept()[0]:
                 port = again.getsockname()[1]
                 tcpfast.wait_for(lambda line: line.event["event"] == "new"
-                                 and port in (line.event["local_port"],
-                                              line.event["remote_port"]),
-                                 wait, "the second probe")
+                                 and _about(port)(line), wait, "the second probe")
             tcpfast.stop()
     finally:
         if tcpfast is not None:
@@ -240,10 +246,69 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
             sock.close()
     polls = [first.received + k * interval
              for k in range(int((time.time() - first.received) / interval) + 2)]
+    truth_used = "tracepoint"
     verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, probe_port, interval, polls)
+    try:
+        if truth == "ledger":
+            raise tracepoint.TraceLost("the ledger was asked for")
+        prove_whole(trace.trace, ledger, verdicts, sampler.samples)
+        traced = trace.trace
+    except tracepoint.TraceLost as error:
+        if truth == "tracepoint":
+            raise
+        traced = ledger_truth(ledger)
+        opened = sampler.samples[-1][1].opened_since(sampler.samples[0][1])
+        if opened != len(traced.sockets) + PROBE_SOCKETS:
+            raise tracepoint.TraceLost(f"the ledger has {len(traced.sockets)} sockets (and the "
+                                       f"probe {PROBE_SOCKETS}), the TCP counters say {opened} "
+                                       "opened") from None
+        truth_used = f"the ledger (the tracepoint's is incomplete: {error})"
+        verdicts, phantoms = judge(traced, ledger, tcpfast.lines, probe_port, interval, polls)
     return Run(source, command, verdicts, phantoms, tcpfast.stderr, sampler.samples,
-               sorted(traced.established for traced in trace.sockets), polls, ledger,
-               tcpfast.lines)
+               sorted(item.established for item in trace.sockets), polls, ledger,
+               tcpfast.lines, trace.trace.recursion_misses, truth_used)
+
+
+def ledger_truth(ledger: lifetimes.Ledger) -> tracepoint.Trace:
+    """The load's sockets as its ledger has them, in the tracepoint's terms: opened when
+    connect() returned, closed by the plan's first close and the other side's."""
+    truth = tracepoint.Trace()
+    for opened, side, key in ledger.sockets():
+        first = (side == "server") == (opened.close == "server")
+        closed_from = ("ESTABLISHED" if opened.close == "reset"
+                       else "FIN_WAIT2" if first else "LAST_ACK")
+        assert opened.opened is not None
+        truth.sockets.append(tracepoint.TracedSocket(
+            *key, skaddr=0, side=side, established=opened.opened,
+            closed=opened.first_closed if first else opened.last_closed,
+            closed_from=closed_from, time_wait=closed_from == "FIN_WAIT2"))
+    truth.sockets.sort(key=lambda item: item.established)
+    return truth
+
+
+def prove_whole(trace: tracepoint.Trace, ledger: lifetimes.Ledger, verdicts: list[Verdict],
+                samples: list[tuple[float, TcpCounters]]) -> None:
+    """TraceLost unless the trace has every socket: each of the ledger's exactly once,
+    opened and closed, and as many in the namespace as its TCP counters say opened
+    (the kernel may have skipped the program for some state change, of any namespace)."""
+    problems = []
+    if trace.anomalies:
+        problems.append(f"{len(trace.anomalies)} sockets established twice")
+    seen = collections.Counter(verdict.socket.key for verdict in verdicts)
+    planned = collections.Counter(key for _, _, key in ledger.sockets())
+    if seen != planned:
+        problems.append(f"{sum((planned - seen).values())} of the ledger's sockets not traced, "
+                        f"{sum((seen - planned).values())} traced the ledger does not have")
+    unclosed = sum(1 for verdict in verdicts if verdict.socket.closed is None)
+    if unclosed:
+        problems.append(f"{unclosed} sockets never traced closed")
+    opened = samples[-1][1].opened_since(samples[0][1])
+    if opened != len(trace.sockets):
+        problems.append(f"the TCP counters say {opened} sockets opened, the trace has "
+                        f"{len(trace.sockets)}")
+    if problems:
+        raise tracepoint.TraceLost(f"{trace.recursion_misses} recursion misses, and "
+                                   + "; ".join(problems))
 
 
 def judge(trace: tracepoint.Trace, ledger: lifetimes.Ledger, lines: list[Line],
@@ -271,9 +336,9 @@ def judge(trace: tracepoint.Trace, ledger: lifetimes.Ledger, lines: list[Line],
     phantoms = []
     for line in lines:
         event = line.event
-        if probe_port in (event["local_port"], event["remote_port"]) or event["state"] == "LISTEN":
-            continue
         if event["event"] not in ("new", "new_and_closed", "closed"):
+            continue                        # port scans, blocks: not a connection's line
+        if probe_port in (event["local_port"], event["remote_port"]) or event["state"] == "LISTEN":
             continue
         verdict = _match(line, by_key, interval)
         if verdict is None:
@@ -359,7 +424,7 @@ def summary_row(run: Run) -> dict:
                 if any(line.event["event"] == "new" for line in verdict.reports)
                 and not verdict.closes
                 and not any(line.event["event"] == "new_and_closed" for line in verdict.reports)),
-            "stderr_lines": len(run.stderr)}
+            "stderr_lines": len(run.stderr), "recursion_misses": run.recursion_misses}
 
 
 def breakdown(run: Run, name: str) -> list[dict]:
@@ -432,6 +497,7 @@ def details(run: Run) -> dict:
                             for line in verdict.reports],
                 "closes": [{"received": line.received, **line.event} for line in verdict.closes]}
     return {"source": run.source, "command": run.command, "summary": summary_row(run),
+            "truth": run.truth,
             "poll_times": run.poll_times, "ledger": run.ledger.summary(),
             "missed": [socket_of(v) for v in run.verdicts if not v.reports],
             "twice": [socket_of(v) for v in run.verdicts if len(v.reports) > 1],
@@ -444,6 +510,8 @@ def print_run(run: Run) -> None:
     row = summary_row(run)
     print(f"\n## --source {run.source}: {' '.join(run.command[1:])}")
     print(f"load: {run.ledger.summary()}")
+    print(f"ground truth: {run.truth}; the kernel skipped the tracepoint's program "
+          f"{run.recursion_misses} times (any namespace)")
     print(f"sockets reported (new or new_and_closed): {row['reported']} of {row['sockets']} "
           f"({_percent(row['reported'], row['sockets'])}); missed {row['missed']} "
           f"(alive at a poll: {row['missed_alive_at_poll']}, in TIME_WAIT at a poll: "
@@ -477,9 +545,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=float, default=0.5,
                         help="seconds between readings of the TCP counters")
     parser.add_argument("--json", metavar="FILE", help="write every verdict's details there")
+    parser.add_argument("--truth", choices=("auto", "tracepoint", "ledger"), default="auto",
+                        help="judge against the tracepoint (where proven whole: each of "
+                             "the ledger's sockets once, as many as the TCP counters "
+                             "say), the load's ledger (checked against the counters), or "
+                             "the first that holds (default)")
     parser.add_argument("--attempts", type=int, default=3,
-                        help="runs to try when the tracepoint's truth is incomplete "
-                             "(the kernel skipped the program): each says why")
+                        help="runs to try when the truth is incomplete: each says why")
     parser.add_argument("--here", action="store_true",
                         help="run in the current namespace, not a private one")
     args = parser.parse_args(argv)
@@ -495,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     for source in args.source.split(","):
         for attempt in range(1, args.attempts + 1):
             try:
-                run = measure(source, plan, args.interval, args.state, args.sample)
+                run = measure(source, plan, args.interval, args.state, args.sample,
+                              args.truth)
                 break
             except tracepoint.TraceLost as error:
                 print(f"coverage: the ground truth of attempt {attempt} is incomplete "
