@@ -112,7 +112,8 @@ class Run:
     ledger: lifetimes.Ledger
     lines: list[Line] = field(default_factory=list)
     recursion_misses: int = 0          # the kernel skipped the program (any namespace)
-    truth: str = "tracepoint"          # what the verdicts were judged against
+    truth: str = "the tracepoint"      # what the verdicts were judged against
+    anomalies: list[str] = field(default_factory=list)      # the trace's own oddities
 
 
 class TcpfastProcess:
@@ -246,13 +247,14 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
             sock.close()
     polls = [first.received + k * interval
              for k in range(int((time.time() - first.received) / interval) + 2)]
-    truth_used = "tracepoint"
     verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, probe_port, interval, polls)
     try:
         if truth == "ledger":
             raise tracepoint.TraceLost("the ledger was asked for")
-        prove_whole(trace.trace, ledger, verdicts, sampler.samples)
-        traced = trace.trace
+        truth_used = prove_whole(trace.trace, ledger, verdicts, sampler.samples)
+        if truth_used != "the tracepoint":          # closes filled in: judged again
+            verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, probe_port,
+                                       interval, polls)
     except tracepoint.TraceLost as error:
         if truth == "tracepoint":
             raise
@@ -266,7 +268,8 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
         verdicts, phantoms = judge(traced, ledger, tcpfast.lines, probe_port, interval, polls)
     return Run(source, command, verdicts, phantoms, tcpfast.stderr, sampler.samples,
                sorted(item.established for item in trace.sockets), polls, ledger,
-               tcpfast.lines, trace.trace.recursion_misses, truth_used)
+               tcpfast.lines, trace.trace.recursion_misses, truth_used,
+               trace.trace.anomalies)
 
 
 def ledger_truth(ledger: lifetimes.Ledger) -> tracepoint.Trace:
@@ -274,34 +277,27 @@ def ledger_truth(ledger: lifetimes.Ledger) -> tracepoint.Trace:
     connect() returned, closed by the plan's first close and the other side's."""
     truth = tracepoint.Trace()
     for opened, side, key in ledger.sockets():
-        first = (side == "server") == (opened.close == "server")
-        closed_from = ("ESTABLISHED" if opened.close == "reset"
-                       else "FIN_WAIT2" if first else "LAST_ACK")
+        closed_from, closed = _ledger_close(opened, side)
         assert opened.opened is not None
         truth.sockets.append(tracepoint.TracedSocket(
-            *key, skaddr=0, side=side, established=opened.opened,
-            closed=opened.first_closed if first else opened.last_closed,
+            *key, skaddr=0, side=side, established=opened.opened, closed=closed,
             closed_from=closed_from, time_wait=closed_from == "FIN_WAIT2"))
     truth.sockets.sort(key=lambda item: item.established)
     return truth
 
 
 def prove_whole(trace: tracepoint.Trace, ledger: lifetimes.Ledger, verdicts: list[Verdict],
-                samples: list[tuple[float, TcpCounters]]) -> None:
-    """TraceLost unless the trace has every socket: each of the ledger's exactly once,
-    opened and closed, and as many in the namespace as its TCP counters say opened
-    (the kernel may have skipped the program for some state change, of any namespace)."""
-    problems = []
-    if trace.anomalies:
-        problems.append(f"{len(trace.anomalies)} sockets established twice")
+                samples: list[tuple[float, TcpCounters]]) -> str:
+    """What the trace lacks, given that the kernel may have skipped the program for some
+    state changes (of any namespace): TraceLost unless every socket of the ledger is
+    traced once into ESTABLISHED and the trace has as many as the TCP counters say
+    opened. Closes it lacks are then taken from the ledger (said in the result)."""
     seen = collections.Counter(verdict.socket.key for verdict in verdicts)
     planned = collections.Counter(key for _, _, key in ledger.sockets())
+    problems = []
     if seen != planned:
         problems.append(f"{sum((planned - seen).values())} of the ledger's sockets not traced, "
                         f"{sum((seen - planned).values())} traced the ledger does not have")
-    unclosed = sum(1 for verdict in verdicts if verdict.socket.closed is None)
-    if unclosed:
-        problems.append(f"{unclosed} sockets never traced closed")
     opened = samples[-1][1].opened_since(samples[0][1])
     if opened != len(trace.sockets):
         problems.append(f"the TCP counters say {opened} sockets opened, the trace has "
@@ -309,6 +305,24 @@ def prove_whole(trace: tracepoint.Trace, ledger: lifetimes.Ledger, verdicts: lis
     if problems:
         raise tracepoint.TraceLost(f"{trace.recursion_misses} recursion misses, and "
                                    + "; ".join(problems))
+    unclosed = [verdict for verdict in verdicts if verdict.socket.closed is None]
+    for verdict in unclosed:
+        assert verdict.opened is not None
+        closed_from, closed = _ledger_close(verdict.opened, verdict.socket.side)
+        verdict.socket.closed, verdict.socket.closed_from = closed, closed_from
+        verdict.socket.time_wait = closed_from == "FIN_WAIT2"
+    if not unclosed:
+        return "the tracepoint"
+    return (f"the tracepoint, {len(unclosed)} closes from the ledger (the kernel skipped "
+            f"the program {trace.recursion_misses} times, in any namespace)")
+
+
+def _ledger_close(opened: lifetimes.Opened, side: str) -> tuple[str, float | None]:
+    """How and when the ledger says ``side`` of a connection closed."""
+    first = (side == "server") == (opened.close == "server")
+    closed_from = ("ESTABLISHED" if opened.close == "reset"
+                   else "FIN_WAIT2" if first else "LAST_ACK")
+    return closed_from, opened.first_closed if first else opened.last_closed
 
 
 def judge(trace: tracepoint.Trace, ledger: lifetimes.Ledger, lines: list[Line],
@@ -497,7 +511,7 @@ def details(run: Run) -> dict:
                             for line in verdict.reports],
                 "closes": [{"received": line.received, **line.event} for line in verdict.closes]}
     return {"source": run.source, "command": run.command, "summary": summary_row(run),
-            "truth": run.truth,
+            "truth": run.truth, "anomalies": run.anomalies,
             "poll_times": run.poll_times, "ledger": run.ledger.summary(),
             "missed": [socket_of(v) for v in run.verdicts if not v.reports],
             "twice": [socket_of(v) for v in run.verdicts if len(v.reports) > 1],
@@ -510,8 +524,7 @@ def print_run(run: Run) -> None:
     row = summary_row(run)
     print(f"\n## --source {run.source}: {' '.join(run.command[1:])}")
     print(f"load: {run.ledger.summary()}")
-    print(f"ground truth: {run.truth}; the kernel skipped the tracepoint's program "
-          f"{run.recursion_misses} times (any namespace)")
+    print(f"ground truth: {run.truth}")
     print(f"sockets reported (new or new_and_closed): {row['reported']} of {row['sockets']} "
           f"({_percent(row['reported'], row['sockets'])}); missed {row['missed']} "
           f"(alive at a poll: {row['missed_alive_at_poll']}, in TIME_WAIT at a poll: "

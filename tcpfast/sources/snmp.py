@@ -50,10 +50,13 @@ counts the sockets that reached ESTABLISHED, with these differences:
 - MPTCP subflows and the kernel's own TCP sockets (NFS, iSCSI...) are counted
   like any socket.
 
-Measured on loopback (kernel 6.18), under a load of connections of every
-lifetime closed by either side or reset: the difference was exactly 0 over
-each whole run, and within the handshakes in flight (a few) between reads
-taken during the load (see README and the coverage report).
+Measured on loopback (kernel 6.18, benchmarks/coverage.py: loads of 1,001 to
+20,000 connections, every lifetime from 0 to 8 s, closed by either side or
+reset, read every 0.5 s): over each whole run the counters' difference equalled
+the number of sockets the tracepoint saw reach ESTABLISHED in the namespace
+exactly (2,004, 8,002, 40,002); between two reads it was off by 1 or 2 in at
+most 3 of 14 to 66 intervals (handshakes in flight at a read), 0 in the rest.
+No connect failed in those loads (AttemptFails stayed 0).
 """
 
 from __future__ import annotations
