@@ -1,0 +1,82 @@
+"""The ground truth itself checked: the tracepoint sees each socket of a real loopback load
+exactly once, as the load's own ledger says it opened and closed it."""
+
+import os
+import signal
+import socket
+
+import pytest
+from lifetimes import Plan, run
+from test_live import NO_IPV6
+from tracepoint import TraceLost, Tracepoint, trace_or_skip
+
+#: Which state each side leaves for CLOSE, per way of closing (the first closer ends
+#: in TIME_WAIT; a reset leaves both from ESTABLISHED).
+CLOSED_FROM = {("client", "client"): "FIN_WAIT2", ("client", "server"): "LAST_ACK",
+               ("server", "server"): "FIN_WAIT2", ("server", "client"): "LAST_ACK",
+               ("reset", "client"): "ESTABLISHED", ("reset", "server"): "ESTABLISHED"}
+SLACK = 0.05        # seconds: time.time() read in another process, around the kernel's stamp
+
+
+def ours(trace, ledger):
+    """The traced sockets that belong to the load: one end on a listener of the ledger."""
+    listeners = {(opened.family, *opened.server) for opened in ledger.connections}
+    return [traced for traced in trace.sockets
+            if (traced.family, traced.local, traced.local_port) in listeners
+            or (traced.family, traced.remote, traced.remote_port) in listeners]
+
+
+@pytest.mark.parametrize("ipv6_fraction", [0.0, pytest.param(0.5, marks=NO_IPV6)],
+                         ids=["ipv4", "ipv4+ipv6"])
+def test_every_socket_of_a_load_is_traced_exactly_once(ipv6_fraction):
+    plan = Plan(connections=90, seconds=0.9, lifetimes=(0.0, 0.05, 0.2),
+                ipv6_fraction=ipv6_fraction, workers=2)
+    with trace_or_skip() as trace:
+        ledger = run(plan)
+    assert not ledger.errors
+    traced = ours(trace.trace, ledger)
+    assert not trace.trace.anomalies
+    by_key = {}
+    for item in traced:
+        by_key.setdefault(item.key, []).append(item)
+    sockets = list(ledger.sockets())
+    assert len(sockets) == 2 * plan.connections
+    for opened, side, key in sockets:
+        seen = by_key.pop(key, [])
+        assert len(seen) == 1, (opened, side, seen)
+        socket_seen = seen[0]
+        assert socket_seen.side == side
+        assert opened.planned - SLACK <= socket_seen.established <= opened.opened + SLACK
+        assert socket_seen.closed is not None
+        assert opened.first_closed - SLACK <= socket_seen.closed <= opened.last_closed + SLACK
+        assert socket_seen.closed_from == CLOSED_FROM[(opened.close, side)]
+        assert socket_seen.time_wait == (CLOSED_FROM[(opened.close, side)] == "FIN_WAIT2")
+    assert not by_key, f"traced sockets the load did not open: {by_key}"
+    if ipv6_fraction:
+        assert {item.family for item in traced} == {4, 6}
+
+
+def test_a_failed_connect_is_an_attempt_not_a_socket():
+    with trace_or_skip() as trace:
+        with socket.socket() as probe:      # a port nobody listens on: refused
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with socket.socket() as client, pytest.raises(ConnectionRefusedError):
+            client.connect(("127.0.0.1", port))
+    assert not [item for item in trace.sockets if port in (item.local_port, item.remote_port)]
+    assert [state for _, state in trace.trace.failed_attempts] == ["SYN_SENT"]
+
+
+def test_output_bpftrace_could_not_keep_is_an_error_not_a_smaller_truth():
+    """bpftrace stopped while the kernel fills its smallest perf buffer: the lost events
+    are said (its "Lost N events", or a gap in the kernel's numbering), never dropped."""
+    if os.geteuid() != 0:
+        pytest.skip("tracing needs root")
+    trace_or_skip()
+    with pytest.raises(TraceLost, match=r"lost|never came out"), \
+            Tracepoint(perf_pages=1) as trace:
+        os.kill(trace.pid, signal.SIGSTOP)
+        try:
+            run(Plan(connections=300, seconds=0.0, lifetimes=(0.0,), workers=1))
+        finally:
+            os.kill(trace.pid, signal.SIGCONT)
