@@ -73,15 +73,16 @@ CLOSE_INFO_DTYPE = np.dtype(
         ("segments_received", np.uint32), # tcpi_segs_in
         ("retransmits", np.uint32),       # tcpi_total_retrans
         ("rtt_us", np.uint32),            # tcpi_rtt: smoothed round-trip time, microseconds
+        ("min_rtt_us", np.uint32),        # tcpi_min_rtt: 2**32 - 1 for a connect never answered
         ("state", np.uint8),              # tcpi_state
-        ("known", np.uint8),
-        ("_reserved", np.uint8, (6,)),    # explicit, so that copies keep every byte defined
+        ("_reserved", np.uint8),          # explicit, so that copies keep every byte defined
+        ("known", np.uint16),
     ],
     align=True,
 )
 KNOWN_BYTES_SENT, KNOWN_BYTES_RECEIVED, KNOWN_SEGMENTS_SENT = 0x01, 0x02, 0x04
 KNOWN_SEGMENTS_RECEIVED, KNOWN_RETRANSMITS, KNOWN_RTT, KNOWN_STATE = 0x08, 0x10, 0x20, 0x40
-KNOWN_DATA_BYTES_SENT = 0x80
+KNOWN_DATA_BYTES_SENT, KNOWN_MIN_RTT = 0x80, 0x100
 #: Each field's byte offset in a close info record.
 CLOSE_INFO_OFFSETS: dict[str, int] = {name: spec[1] for name, spec
                                       in (CLOSE_INFO_DTYPE.fields or {}).items()}

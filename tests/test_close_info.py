@@ -276,8 +276,9 @@ def test_recorded_destroy_messages_decode_to_the_rule(recording):
 
 @pytest.mark.parametrize("length, missing", [
     (nl.SIZE_BEFORE_BYTES_ACKED, ("bytes_sent", "bytes_received", "segments_sent",
-                                  "segments_received", "data_bytes_sent")),
-    (nl.SIZE_BEFORE_SEGS, ("segments_sent", "segments_received", "data_bytes_sent")),
+                                  "segments_received", "min_rtt_us", "data_bytes_sent")),
+    (nl.SIZE_BEFORE_SEGS, ("segments_sent", "segments_received", "min_rtt_us",
+                           "data_bytes_sent")),
     (nl.SIZE_BEFORE_BYTES_SENT, ("data_bytes_sent",)),
     (nl.TCP_INFO_BYTES + 40, ()),
 ], ids=["3.15-4.0", "4.1", "4.2-4.18", "newer"])
@@ -291,13 +292,13 @@ def test_recorded_messages_of_an_older_or_newer_kernels_size(recording, length, 
     bits = {"bytes_sent": schema.KNOWN_BYTES_SENT, "bytes_received": schema.KNOWN_BYTES_RECEIVED,
             "segments_sent": schema.KNOWN_SEGMENTS_SENT,
             "segments_received": schema.KNOWN_SEGMENTS_RECEIVED,
-            "data_bytes_sent": schema.KNOWN_DATA_BYTES_SENT}
+            "min_rtt_us": schema.KNOWN_MIN_RTT, "data_bytes_sent": schema.KNOWN_DATA_BYTES_SENT}
     for (*_, row, info), (*_, changed_row, changed_info) in zip(whole, changed):
         assert changed_row.tobytes() == row.tobytes()
         expected = info.copy()
         for field in missing:
             expected[field] = 0
-            expected["known"] &= 0xFF & ~bits[field]
+            expected["known"] &= 0xFFFF & ~bits[field]
         assert changed_info.tobytes() == expected.tobytes()
 
 

@@ -286,8 +286,15 @@ INFO_SOURCES = {"state": (("state",), schema.KNOWN_STATE), "rtt_us": (("rtt",), 
                 "bytes_received": (("bytes_received",), schema.KNOWN_BYTES_RECEIVED),
                 "segments_sent": (("segs_out",), schema.KNOWN_SEGMENTS_SENT),
                 "segments_received": (("segs_in",), schema.KNOWN_SEGMENTS_RECEIVED),
+                "min_rtt_us": (("min_rtt",), schema.KNOWN_MIN_RTT),
                 "data_bytes_sent": (("bytes_sent", "bytes_retrans"),
                                     schema.KNOWN_DATA_BYTES_SENT)}
+
+
+#: Every KNOWN_* bit: what a whole tcp_info says.
+EVERYTHING = 0
+for _, bit in INFO_SOURCES.values():
+    EVERYTHING |= bit
 
 
 def decode_info(decoder, data: bytes, room: int | None = None, seq: int = 0,
@@ -368,7 +375,8 @@ def test_a_destroy_message_gives_its_row_and_what_the_socket_carried():
     assert (info["bytes_sent"], info["bytes_received"], info["data_bytes_sent"]) == (
         12_347, 778, 12_345)
     assert (info["segments_sent"], info["segments_received"], info["retransmits"],
-            info["rtt_us"], info["state"], info["known"]) == (21, 19, 3, 1234, 7, 0xFF)
+            info["rtt_us"], info["min_rtt_us"], info["state"], info["known"]) == (
+        21, 19, 3, 1234, 17, 7, EVERYTHING)
     assert infos_of(result).tobytes() == expected_info(MEMBERS, nl.TCP_INFO_BYTES).tobytes()
 
 
@@ -377,15 +385,17 @@ def test_a_destroy_message_gives_its_row_and_what_the_socket_carried():
     (nl.TCP_INFO_BYTES + 44, []),                                  # a newer kernel: ignored
     (232, []),                                                     # 5.4-6.1 (Debian's 6.1 header)
     (nl.SIZE_BEFORE_BYTES_SENT, ["data_bytes_sent"]),              # 4.18
-    (nl.SIZE_BEFORE_SEGS, ["segments_sent", "segments_received", "data_bytes_sent"]),  # 4.1
+    (nl.SIZE_BEFORE_SEGS, ["segments_sent", "segments_received", "min_rtt_us",
+                           "data_bytes_sent"]),                    # 4.1
     (nl.SIZE_BEFORE_BYTES_ACKED, ["bytes_sent", "bytes_received", "segments_sent",
-                                  "segments_received", "data_bytes_sent"]),           # 3.15
+                                  "segments_received", "min_rtt_us",
+                                  "data_bytes_sent"]),             # 3.15
     (124, ["bytes_sent", "bytes_received", "segments_sent", "segments_received",
-           "data_bytes_sent"]),                                    # cut inside a field
+           "min_rtt_us", "data_bytes_sent"]),                      # cut inside a field
     (104, ["bytes_sent", "bytes_received", "segments_sent", "segments_received",
-           "data_bytes_sent"]),
+           "min_rtt_us", "data_bytes_sent"]),
     (100, ["retransmits", "bytes_sent", "bytes_received", "segments_sent",
-           "segments_received", "data_bytes_sent"]),
+           "segments_received", "min_rtt_us", "data_bytes_sent"]),
     (1, [name for name in INFO_SOURCES if name != "state"]),
     (0, list(INFO_SOURCES)),
 ])
@@ -442,8 +452,8 @@ def test_a_malformed_attribute_list_keeps_the_row_and_the_info_before_it(fault, 
     assert result[2:5] == (2, len(data), 1)            # both rows; the fault counted once
     assert rows_of(result).tobytes() == reference_rows([CLOSED, CLOSED]).tobytes()
     first, second = infos_of(result)
-    assert first["known"] == (0xFF if info_first else 0)
-    assert second["known"] == 0xFF
+    assert first["known"] == (EVERYTHING if info_first else 0)
+    assert second["known"] == EVERYTHING
 
 
 def test_a_byte_or_three_left_after_the_attributes_is_malformed():
@@ -452,13 +462,13 @@ def test_a_byte_or_three_left_after_the_attributes_is_malformed():
         payload = nl.diag_msg(CLOSED) + info + bytes(left)
         data = struct.pack("=IHHII", 16 + len(payload), 20, 0, 0, 0) + payload
         result = both_info(data + bytes(-len(data) % 4))
-        assert result[4] == 1 and infos_of(result)[0]["known"] == 0xFF
+        assert result[4] == 1 and infos_of(result)[0]["known"] == EVERYTHING
 
 
 def test_data_bytes_sent_unknown_when_more_was_retransmitted_than_sent():
     members = dict(MEMBERS, bytes_sent=10, bytes_retrans=11)
     record = infos_of(both_info(nl.destroy_message(CLOSED, nl.tcp_info(**members))))[0]
-    assert record["known"] == 0xFF & ~schema.KNOWN_DATA_BYTES_SENT
+    assert record["known"] == EVERYTHING & ~schema.KNOWN_DATA_BYTES_SENT
     assert record["data_bytes_sent"] == 0
 
 

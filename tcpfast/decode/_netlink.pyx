@@ -37,6 +37,7 @@ cdef enum:
     KNOWN_RTT = 0x20
     KNOWN_STATE = 0x40
     KNOWN_DATA_BYTES_SENT = 0x80
+    KNOWN_MIN_RTT = 0x100
 
 cdef struct CloseInfo:                  # tcpfast.schema.CLOSE_INFO_DTYPE
     uint64_t bytes_sent
@@ -46,9 +47,10 @@ cdef struct CloseInfo:                  # tcpfast.schema.CLOSE_INFO_DTYPE
     uint32_t segments_received
     uint32_t retransmits
     uint32_t rtt_us
+    uint32_t min_rtt_us
     uint8_t state
-    uint8_t known
-    uint8_t _reserved[6]
+    uint8_t _reserved
+    uint16_t known
 
 
 def row_layout():
@@ -67,6 +69,7 @@ def close_info_layout():
         "segments_sent": <size_t>&info.segments_sent - base,
         "segments_received": <size_t>&info.segments_received - base,
         "retransmits": <size_t>&info.retransmits - base, "rtt_us": <size_t>&info.rtt_us - base,
+        "min_rtt_us": <size_t>&info.min_rtt_us - base,
         "state": <size_t>&info.state - base, "known": <size_t>&info.known - base,
         "_reserved": <size_t>&info._reserved - base}
 
@@ -140,6 +143,9 @@ cdef inline void _decode_info(const uint8_t* v, Py_ssize_t length, CloseInfo* in
     if length >= 144:
         info.segments_received = _u32(v + 140)
         info.known |= KNOWN_SEGMENTS_RECEIVED
+    if length >= 152:
+        info.min_rtt_us = _u32(v + 148)
+        info.known |= KNOWN_MIN_RTT
     if length >= 216:
         sent = _u64(v + 200)
         retransmitted = _u64(v + 208)

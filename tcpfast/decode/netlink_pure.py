@@ -38,7 +38,8 @@ ignored. The last INET_DIAG_INFO (type 2) before it is the socket's ``struct
 tcp_info`` (include/uapi/linux/tcp.h), read at fixed offsets as far as its own
 length goes: tcpi_state (u8 at 0), tcpi_rtt (u32 at 68), tcpi_total_retrans
 (u32 at 100), tcpi_bytes_acked (u64 at 120), tcpi_bytes_received (u64 at 128),
-tcpi_segs_out (u32 at 136), tcpi_segs_in (u32 at 140), tcpi_bytes_sent and
+tcpi_segs_out (u32 at 136), tcpi_segs_in (u32 at 140), tcpi_min_rtt (u32 at
+148: 2**32 - 1 when no segment was ever acknowledged), tcpi_bytes_sent and
 tcpi_bytes_retrans (u64 at 200 and 208). An older kernel's shorter struct
 leaves the fields past its end unknown (their KNOWN_* bits clear, value 0), a
 newer kernel's longer one has the rest ignored; ``data_bytes_sent`` is unknown
@@ -61,6 +62,7 @@ from ..schema import (
     KNOWN_BYTES_RECEIVED,
     KNOWN_BYTES_SENT,
     KNOWN_DATA_BYTES_SENT,
+    KNOWN_MIN_RTT,
     KNOWN_RETRANSMITS,
     KNOWN_RTT,
     KNOWN_SEGMENTS_RECEIVED,
@@ -100,6 +102,7 @@ TCP_INFO_FIELDS = (
     ("bytes_received", 128, _U64, KNOWN_BYTES_RECEIVED), # tcpi_bytes_received
     ("segments_sent", 136, _U32, KNOWN_SEGMENTS_SENT),   # tcpi_segs_out
     ("segments_received", 140, _U32, KNOWN_SEGMENTS_RECEIVED),  # tcpi_segs_in
+    ("min_rtt_us", 148, _U32, KNOWN_MIN_RTT),            # tcpi_min_rtt
 )
 TCPI_BYTES_SENT, TCPI_BYTES_RETRANS = 200, 208           # u64 each: data_bytes_sent
 
