@@ -11,6 +11,12 @@ from __future__ import annotations
 import os
 
 
+def encode_lines(lines: list[str]) -> bytes:
+    """Lines as the output carries them: each ended by a newline, UTF-8 with
+    backslashreplace (what a comm string that is not UTF-8 becomes)."""
+    return ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace") if lines else b""
+
+
 class OutputError(Exception):
     """Standard output cannot be written: a full disk, a closed descriptor, ..."""
 
@@ -28,9 +34,11 @@ class LineWriter:
     def write(self, lines: list[str]) -> None:
         """Write ``lines``, each followed by a newline. A reader that has gone
         raises BrokenPipeError; any other failure OutputError."""
-        if not lines:
-            return
-        data = memoryview(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+        if lines:
+            self.write_bytes(memoryview(encode_lines(lines)))
+
+    def write_bytes(self, data: memoryview) -> None:
+        """Write ``data``, whole lines already encoded, as ``write`` does."""
         while data:
             try:
                 written = os.write(self._fd, data)
