@@ -12,7 +12,7 @@ holders are encoded once a call. No I/O, no state kept between calls.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.math cimport fabs, isfinite, isnan
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from tcpfast.row cimport Row, row_layout_of, row_pointer
 
@@ -39,10 +39,12 @@ cdef extern from *:
         "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
         "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
         "8081828384858687888990919293949596979899";
-    /* v in decimal at p; the end of what was written. */
+    /* v in decimal at p; the end of what was written. (Counted first, then written
+       from the end: no copy of a length only known at run time.) */
     static inline char *tcpfast_u64(char *p, uint64_t v) {
-        char digits[20];
-        char *t = digits + 20;
+        int length = 1;
+        for (uint64_t bound = 10; length < 20 && v >= bound; bound *= 10) length++;
+        char *end = p + length, *t = end;
         while (v >= 100) {
             t -= 2;
             memcpy(t, tcpfast_pairs + 2 * (v % 100), 2);
@@ -54,8 +56,7 @@ cdef extern from *:
         } else {
             *--t = (char)('0' + v);
         }
-        memcpy(p, t, (size_t)(digits + 20 - t));
-        return p + (digits + 20 - t);
+        return end;
     }
     static inline char *tcpfast_i64(char *p, int64_t v) {
         if (v < 0) {
@@ -235,18 +236,19 @@ cdef enum:
     UNKNOWN_REMOTE_PORT = 0x08
     DIRECTIONS = 4            # tcpfast.enrich.direction's codes: unknown, in, out, listen
     # The most a line takes but for its owner's comm and its namespace's holder,
-    # with room to spare (the longest text line's fixed part is ~370 bytes, JSON's ~900).
+    # with room to spare (the longest text line's fixed part is ~330 bytes, JSON's ~700).
     TEXT_LINE_BYTES = 512
     JSON_LINE_BYTES = 1024
+    NAME_BYTES = 32           # room for any state, direction or event name
 
 cdef uint8_t KNOWN_SENT = KNOWN_BYTES_SENT, KNOWN_RECEIVED = KNOWN_BYTES_RECEIVED
 cdef uint8_t KNOWN_SEGS_OUT = KNOWN_SEGMENTS_SENT, KNOWN_SEGS_IN = KNOWN_SEGMENTS_RECEIVED
 cdef uint8_t KNOWN_RETRANS = KNOWN_RETRANSMITS, KNOWN_RTT_US = KNOWN_RTT
 
 # The kernel's state names (schema.state_name) and the direction names, by code.
-cdef char STATE_NAME[256][16]
+cdef char STATE_NAME[256][NAME_BYTES]
 cdef uint8_t STATE_LENGTH[256]
-cdef char DIRECTION_NAME[DIRECTIONS][8]
+cdef char DIRECTION_NAME[DIRECTIONS][NAME_BYTES]
 cdef uint8_t DIRECTION_LENGTH[DIRECTIONS]
 
 
@@ -320,6 +322,12 @@ cdef list _holder_texts(tuple holders, bint json_lines):
 
 cdef inline char* _put(char* p, const char* text, Py_ssize_t length) noexcept nogil:
     memcpy(p, text, length)
+    return p + length
+
+
+cdef inline char* _put_name(char* p, const char* padded, Py_ssize_t length) noexcept nogil:
+    """A name from a NAME_BYTES array: copied whole (a fixed size needs no call), kept to its length."""
+    memcpy(p, padded, NAME_BYTES)
     return p + length
 
 
@@ -434,8 +442,9 @@ def format_into(unsigned char[::1] out, rows, str event, direction, Py_ssize_t s
     cdef bint cached = False, closed, has_owner
     cdef Py_ssize_t i, fixed, comm_length = 0, holder_index, holder_count = len(holders)
     cdef uint8_t bits = 0, code, known
-    cdef const char* label
-    cdef Py_ssize_t label_length
+    cdef char label[NAME_BYTES]
+    cdef char event_text[NAME_BYTES]
+    cdef Py_ssize_t label_length, event_length
     cdef bytes event_name, label_bytes, holder_text, comm_text = b""
     cdef list holder_texts, owner_list = None
     cdef dict comms = {}
@@ -445,8 +454,11 @@ def format_into(unsigned char[::1] out, rows, str event, direction, Py_ssize_t s
         raise ValueError(f"unknown event {event!r}")
     event_name = event.encode("ascii")
     label_bytes, closed = _EVENTS[event]
-    label = label_bytes
-    label_length = len(label_bytes)
+    memset(label, 0, NAME_BYTES)
+    memset(event_text, 0, NAME_BYTES)
+    label_length, event_length = len(label_bytes), len(event_name)
+    memcpy(label, <const char*>label_bytes, label_length)
+    memcpy(event_text, <const char*>event_name, event_length)
     if not 0 <= start <= count:
         raise ValueError(f"start {start} is outside rows (0..{count})")
     if not tcpfast_first_second <= poll_time <= tcpfast_last_second:
@@ -515,7 +527,7 @@ def format_into(unsigned char[::1] out, rows, str event, direction, Py_ssize_t s
             p = _put(p, '{"time": "', 10)
             p = _put(p, stamp_at, 25)
             p = _put(p, '", "event": "', 13)
-            p = _put(p, event_name, len(event_name))
+            p = _put_name(p, event_text, event_length)
             p = _put(p, '", "family": ', 13)
             p[0] = <char>(48 + row.family)                  # '4' or '6'
             p = _put(p + 1, ', "local": ', 11)
@@ -527,13 +539,13 @@ def format_into(unsigned char[::1] out, rows, str event, direction, Py_ssize_t s
             p = _put(p, ', "remote_port": ', 17)
             p = _json_port(p, row, False, bits)
             p = _put(p, ', "state": "', 12)
-            p = _put(p, STATE_NAME[row.state], STATE_LENGTH[row.state])
+            p = _put_name(p, STATE_NAME[row.state], STATE_LENGTH[row.state])
             p = _put(p, '", "uid": ', 10)
             p = tcpfast_u64(p, row.uid)
             p = _put(p, ', "inode": ', 11)
             p = tcpfast_u64(p, row.inode)
             p = _put(p, ', "direction": "', 16)
-            p = _put(p, DIRECTION_NAME[code], DIRECTION_LENGTH[code])
+            p = _put_name(p, DIRECTION_NAME[code], DIRECTION_LENGTH[code])
             p = _put(p, '", "pid": ', 10)
             if has_owner:
                 p = tcpfast_i64(p, pid)
@@ -572,14 +584,14 @@ def format_into(unsigned char[::1] out, rows, str event, direction, Py_ssize_t s
 
         p = _put(p, stamp_at, 25)
         p = _put(p, ": ", 2)
-        p = _put(p, label, label_length)
+        p = _put_name(p, label, label_length)
         p = _put(p, ": ", 2)
         p = _endpoint(p, row, True, bits)
         p = _put(p, " -> ", 4)
         p = _endpoint(p, row, False, bits)
         if show_direction:
             p = _put(p, " direction=", 11)
-            p = _put(p, DIRECTION_NAME[code], DIRECTION_LENGTH[code])
+            p = _put_name(p, DIRECTION_NAME[code], DIRECTION_LENGTH[code])
         if has_owner:
             p = _put(p, " pid=", 5)
             p = tcpfast_i64(p, pid)
@@ -602,7 +614,8 @@ def format_into(unsigned char[::1] out, rows, str event, direction, Py_ssize_t s
         if show_namespace:
             p = _put(p, " netns=", 7)
             p = _known_u64(p, row.netns, row.netns != 0, False)
-            p = _put(p, holder_text, len(holder_text))
+            if len(holder_text):
+                p = _put(p, holder_text, len(holder_text))
         p[0] = b'\n'
         p += 1
     return count, p - base

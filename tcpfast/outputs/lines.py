@@ -59,8 +59,7 @@ class LineFormatter:
         if self._module is None:
             write(memoryview(self._reference_bytes(events, when)))
             return
-        report.check_events(events)
-        seconds = _utc_seconds(when)
+        seconds = _utc_seconds(when)              # (the compiled formatter checks the columns)
         if len(self._buffer) == 0:
             self._buffer = np.empty(self._buffer_bytes, np.uint8)
         start = 0
