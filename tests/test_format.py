@@ -87,7 +87,7 @@ SECONDS = st.one_of(
     st.sampled_from([0.0, -0.0, 0.0005, 0.0015, 2.675, 1e12, 999999999999.9995, 1e16, 5e-324]))
 TIMES = st.one_of(st.floats(FIRST_SECOND, LAST_SECOND + 0.999),
                   st.floats(1.6e9, 1.8e9), st.sampled_from([FIRST_SECOND, LAST_SECOND, -0.5, -1.0]))
-HOLDER = st.builds(Holder, *[st.none() | TEXT] * 4)
+HOLDER = st.none() | st.builds(Holder, *[st.none() | TEXT] * 4)      # (None: as no holder)
 OWNER = st.none() | st.builds(Owner, st.integers(0, 2**22) | st.integers(-2**63, 2**63 - 1), TEXT)
 
 
