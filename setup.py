@@ -1,6 +1,6 @@
 """Builds the compiled modules (metadata: pyproject.toml): the /proc text parser
-tcpfast.decode._parse, the sock_diag decoder tcpfast.decode._netlink and the key
-set operations tcpfast.diff._keys."""
+tcpfast.decode._parse, the sock_diag decoder tcpfast.decode._netlink, the key
+set operations tcpfast.diff._keys and the line formatter tcpfast.outputs._format."""
 
 import os
 
@@ -29,7 +29,7 @@ class BuildExtAlsoInSource(build_ext):
 EXTENSIONS = cythonize(
     [Extension(f"tcpfast.{name}", [f"tcpfast/{name.replace('.', '/')}.pyx"],
                extra_compile_args=OPTIMIZE)
-     for name in ("decode._parse", "decode._netlink", "diff._keys")],
+     for name in ("decode._parse", "decode._netlink", "diff._keys", "outputs._format")],
     language_level=3,
 )
 # Release wheels and the container image set TCPFAST_REQUIRE_COMPILED=1: there a

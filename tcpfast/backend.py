@@ -2,9 +2,9 @@
 
 ``TCPFAST_PURE=1`` (or true, yes, on) chooses the fallback on purpose. Without
 it the compiled modules (``_parse``: the /proc parser, ``_netlink``: the
-sock_diag decoder, ``_keys``: key set operations) are used when they import;
-when they do not, the package still works and warns once (``FALLBACK_REASON``
-says why; the command line says it in one line).
+sock_diag decoder, ``_keys``: key set operations, ``_format``: output lines)
+are used when they import; when they do not, the package still works and warns
+once (``FALLBACK_REASON`` says why; the command line says it in one line).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ if _SETTING.strip().lower() not in _YES + _NO:
                             f"Python) or {', '.join(_NO[1:])}: using the compiled modules")
     warnings.warn(f"tcpfast: {PURE_SETTING_PROBLEM}", RuntimeWarning, stacklevel=2)
 
-#: Short name -> the compiled module: the /proc text parser, the sock_diag decoder
-#: and the key set operations.
+#: Short name -> the compiled module: the /proc text parser, the sock_diag decoder,
+#: the key set operations and the output line formatter.
 COMPILED_MODULES = {"_parse": "tcpfast.decode._parse", "_netlink": "tcpfast.decode._netlink",
-                    "_keys": "tcpfast.diff._keys"}
+                    "_keys": "tcpfast.diff._keys", "_format": "tcpfast.outputs._format"}
 
 
 #: The C structs a compiled module may have, each checked against its numpy dtype.

@@ -14,8 +14,9 @@ from tcpfast.schema import CLOSE_INFO_DTYPE
 try:
     from tcpfast.decode import _netlink, _parse
     from tcpfast.diff import _keys
+    from tcpfast.outputs import _format
 except ImportError:                      # a TCPFAST_PURE run without a build
-    _parse = _netlink = _keys = None
+    _parse = _netlink = _keys = _format = None
 
 TEXT = table([Conn("127.0.0.1", 8080, "0.0.0.0", 0, state=0x0A, inode=11)], 4)
 DUMP = nl.socket_message(Conn("127.0.0.1", 8080, "0.0.0.0", 0, state=0x0A, inode=11)) + nl.done()
@@ -87,6 +88,27 @@ def test_readers_take_read_only_rows(name, read):
     rows["inode"] = [1, 2, 2, 3]
     rows.flags.writeable = False
     assert len(read(rows)) == 4
+
+
+@pytest.mark.skipif(_format is None, reason="compiled modules not built (TCPFAST_PURE run)")
+@pytest.mark.parametrize("what, array, error",
+                         [case for case in bad_arrays() if case[0] != "read-only"],
+                         ids=lambda value: str(value)[:20])
+def test_the_formatter_refuses_what_is_not_rows(what, array, error):
+    out = np.zeros(1 << 16, np.uint8)
+    with pytest.raises(error, match="rows"):
+        _format.format_into(out, array, "new", np.zeros(len(array), np.uint8))
+    assert not out.any()
+
+
+@pytest.mark.skipif(_format is None, reason="compiled modules not built (TCPFAST_PURE run)")
+def test_the_formatter_takes_read_only_rows():
+    rows = np.zeros(4, dtype=CONNECTION_DTYPE)
+    rows["family"] = 4
+    rows.flags.writeable = False
+    out = np.zeros(1 << 16, np.uint8)
+    done, size = _format.format_into(out, rows, "new", np.zeros(4, np.uint8))
+    assert done == 4 and out[:size].tobytes().count(b"\n") == 4
 
 
 def test_a_start_outside_out_is_refused():

@@ -61,7 +61,9 @@ def test_once_json_lines_have_the_contract_keys():
     assert events[0] == {"event": "new", "family": 4, "local": "10.162.15.225",
                          "local_port": 41164, "remote": "172.217.13.110", "remote_port": 443,
                          "state": "ESTABLISHED", "uid": 1000, "inode": 2710532,
-                         "direction": "out", "pid": None, "comm": None}
+                         "direction": "out", "pid": None, "comm": None, "netns": None,
+                         "container_id": None, "pod_uid": None, "pod_namespace": None,
+                         "pod_name": None}
     assert [(e["local"], e["local_port"], e["remote"], e["remote_port"], e["family"])
             for e in events[1:]] == [
         ("10.162.15.225", 36088, "91.189.91.15", 80, 4),

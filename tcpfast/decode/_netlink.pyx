@@ -9,7 +9,7 @@ decoders must agree on every input, valid or not (the tests compare them).
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from tcpfast.row cimport Row, row_layout_of, row_pointer
+from tcpfast.row cimport CloseInfo, Row, close_info_layout_of, row_layout_of, row_pointer
 
 from tcpfast.schema import check_close_info
 
@@ -39,19 +39,6 @@ cdef enum:
     KNOWN_DATA_BYTES_SENT = 0x80
     KNOWN_MIN_RTT = 0x100
 
-cdef struct CloseInfo:                  # tcpfast.schema.CLOSE_INFO_DTYPE
-    uint64_t bytes_sent
-    uint64_t bytes_received
-    uint64_t data_bytes_sent
-    uint32_t segments_sent
-    uint32_t segments_received
-    uint32_t retransmits
-    uint32_t rtt_us
-    uint32_t min_rtt_us
-    uint8_t state
-    uint8_t _reserved
-    uint16_t known
-
 
 def row_layout():
     """(itemsize, {field: offset}) of the C row, to check against CONNECTION_DTYPE."""
@@ -60,18 +47,7 @@ def row_layout():
 
 def close_info_layout():
     """(itemsize, {field: offset}) of the C close info, to check against CLOSE_INFO_DTYPE."""
-    cdef CloseInfo info
-    cdef size_t base = <size_t>&info
-    return sizeof(CloseInfo), {
-        "bytes_sent": <size_t>&info.bytes_sent - base,
-        "bytes_received": <size_t>&info.bytes_received - base,
-        "data_bytes_sent": <size_t>&info.data_bytes_sent - base,
-        "segments_sent": <size_t>&info.segments_sent - base,
-        "segments_received": <size_t>&info.segments_received - base,
-        "retransmits": <size_t>&info.retransmits - base, "rtt_us": <size_t>&info.rtt_us - base,
-        "min_rtt_us": <size_t>&info.min_rtt_us - base,
-        "state": <size_t>&info.state - base, "known": <size_t>&info.known - base,
-        "_reserved": <size_t>&info._reserved - base}
+    return close_info_layout_of()
 
 
 cdef inline uint32_t _u32(const uint8_t* p) noexcept nogil:

@@ -10,9 +10,20 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
+
+def encode_lines(lines: list[str]) -> bytes:
+    """Lines as the output carries them: each ended by a newline, UTF-8 with
+    backslashreplace (what a comm string that is not UTF-8 becomes)."""
+    return ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace") if lines else b""
+
 
 class OutputError(Exception):
     """Standard output cannot be written: a full disk, a closed descriptor, ..."""
+
+
+NEWLINE = ord("\n")
 
 
 class LineWriter:
@@ -29,9 +40,12 @@ class LineWriter:
     def write(self, lines: list[str]) -> None:
         """Write ``lines``, each followed by a newline. A reader that has gone
         raises BrokenPipeError; any other failure OutputError."""
-        if not lines:
-            return
-        data = memoryview(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+        if lines:
+            self.write_bytes(memoryview(encode_lines(lines)))
+
+    def write_bytes(self, data: memoryview) -> int:
+        """Write ``data``, whole lines already encoded, as ``write`` does; the lines it held."""
+        lines = data.nbytes and int(np.count_nonzero(np.frombuffer(data, np.uint8) == NEWLINE))
         while data:
             try:
                 written = os.write(self._fd, data)
@@ -40,4 +54,5 @@ class LineWriter:
             except OSError as error:
                 raise OutputError(error.strerror or str(error)) from None
             data = data[written:]
-        self.lines_written += len(lines)
+        self.lines_written += lines
+        return lines
