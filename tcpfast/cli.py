@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__, backend
 from .detect import AllowList, ScanDetector
+from .detect.coverage import Coverage
 from .detect.scans import MAX_SCAN_PORTS
 from .enrich.addresses import WatchedNetworks
 from .enrich.containers import DEFAULT_POD_LOGS, HolderLookup, PodLogs
@@ -248,8 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "/proc/PID/ns/net file, through netlink (needs root)")
     parser.add_argument("--json", action="store_true",
                         help="print JSON lines: time, event, family, local, local_port, "
-                             "remote, remote_port, state, uid, inode, direction, pid, "
-                             "comm, and duration on closed events")
+                             "remote, remote_port, state, uid, inode, direction, pid, comm, "
+                             "netns, container_id, pod_uid, pod_namespace, pod_name; closed "
+                             "events add duration, bytes_sent, bytes_received, rtt_ms, "
+                             "retransmits, segments_sent, segments_received (null: unknown)")
+    parser.add_argument("--show-bytes", action="store_true",
+                        help="end closed lines of text with sent=N received=N rtt=MSms, what "
+                             "the connection carried (netlink's destroy events tell it; * "
+                             "where unknown; JSON lines always have it)")
     parser.add_argument("--direction", action="store_true",
                         help="end each text line with direction=in, out, listen or unknown "
                              "(JSON lines always have it)")
@@ -402,6 +409,14 @@ def _open_source(args: argparse.Namespace, kernel: KernelFilter | None
                                PodLogs(pod_logs) if pod_logs else None)
 
 
+def _coverage(source: Source) -> Coverage:
+    """The kernel's count of what was opened, against what the polls saw, and what would
+    see more than this source does."""
+    hint = ("--source netlink hears of each one as it ends" if source.kind == "proc"
+            else "destroyed-socket events came late or were lost")
+    return Coverage(source.opened, _warn, hint)
+
+
 def _emitter(printer: EventPrinter, metrics: Metrics | None) -> Callable[[Poll], None]:
     """Each poll to the printer, then to the metrics when asked."""
     def emit(poll: Poll) -> None:
@@ -436,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{error.strerror or error}")
         return EXIT_INPUT_ERROR
     selection = _selection(args)
+    kernel = _kernel_filter(args, selection)
     try:
-        source, holders = _open_source(args, _kernel_filter(args, selection))
+        source, holders = _open_source(args, kernel)
     except OSError as error:                        # --netns: not entered, nothing to read
         _warn(error.strerror or str(error))
         return EXIT_INPUT_ERROR
@@ -451,13 +467,15 @@ def main(argv: list[str] | None = None) -> int:
         first_budget = math.inf if args.once else max(DEFAULT_BUDGET, args.interval / 2)
         owners = OwnerFinder(procfs_of(args.proc_root), first_budget=first_budget)
     printer = EventPrinter(writer, json=args.json, events=args.events,
-                           show_direction=args.direction, cancelled=lambda: stop.requested)
+                           show_direction=args.direction, show_bytes=args.show_bytes,
+                           show_namespace=args.all_netns, cancelled=lambda: stop.requested)
     poller = Poller(
         Watcher(args.state, skip_existing=args.skip_existing, ephemeral=ephemeral),
         _emitter(printer, metrics),
         _warn, source=source, read_timeout=read_timeout,
         cancelled=lambda: stop.requested, owners=owners, detector=detector, firewall=firewall,
-        destroyed=destroyed, holders=holders, selection=selection)
+        destroyed=destroyed, holders=holders, selection=selection,
+        coverage=None if args.once or kernel is not None else _coverage(source))
     poll = metrics.timed(poller.poll) if metrics else poller.poll
 
     def poll_and_go_on() -> None:

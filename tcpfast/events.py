@@ -12,6 +12,7 @@ from .schema import CONNECTION_DTYPE
 from .sources import Snapshot
 
 if TYPE_CHECKING:
+    from .detect.coverage import Counted
     from .detect.scans import PortScan
     from .outputs.firewall import Block
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 #: address and remote port); JSON prints them null, text ``*``.
 UNKNOWN_LOCAL_ADDRESS, UNKNOWN_LOCAL_PORT = 0x01, 0x02
 UNKNOWN_REMOTE_ADDRESS, UNKNOWN_REMOTE_PORT = 0x04, 0x08
+UNKNOWN_UID = 0x10            # destroy events carry no uid: JSON null (text has none)
 
 
 @dataclass(frozen=True)
@@ -103,5 +105,14 @@ class Poll:
     appeared: RowEvents = field(default_factory=lambda: no_rows("appeared"))
     scans: tuple[PortScan, ...] = ()
     blocks: tuple[Block, ...] = ()
-    #: Opened and closed since the last poll (netlink's destroy events), at their close times.
+    #: Opened and closed since the last poll (netlink's destroy events, TIME_WAIT rows of
+    #: connections no poll saw open), at their close times.
     new_and_closed: RowEvents = field(default_factory=lambda: no_rows("new_and_closed"))
+    #: Sockets this poll saw established since the last one (listed past the handshake
+    #: for the first time, or heard of destroyed): what the kernel's counters count too.
+    established: int = 0
+    #: What the kernel's counters say was opened since the last poll, and missed (None:
+    #: not counted: the first poll, or no counters).
+    counted: Counted | None = None
+    #: Times destroyed-socket events were dropped since the last poll.
+    events_lost: int = 0

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .detect.coverage import Coverage
 from .detect.scans import ScanDetector
 from .enrich.containers import HolderLookup
 from .enrich.direction import IN
@@ -52,7 +53,8 @@ class Poller:
                  firewall: Firewall | None = None,
                  destroyed: DestroyEvents | None = None,
                  holders: HolderLookup | None = None,
-                 selection: Filter | None = None) -> None:
+                 selection: Filter | None = None,
+                 coverage: Coverage | None = None) -> None:
         self._watcher = watcher
         self._owners = owners
         self._detector = detector
@@ -65,6 +67,10 @@ class Poller:
         self._destroyed = destroyed         # sockets destroyed between polls
         self._holders = holders             # which container or pod holds each connection
         self._selection = selection or None  # which connections are reported
+        self._coverage = coverage           # the kernel's count of opens against what was seen
+        self._lost_seen = 0                 # destroy events' losses counted so far
+        self._losing = False                # the last poll's drain found new losses
+        self._failure_said = False
         self._expected_rows = 0
         self.cut_short_polls = 0            # all of them, since the start
         self._unread_in_a_row = 0
@@ -85,34 +91,32 @@ class Poller:
 
     def poll(self) -> Poll:
         """Read, diff, emit; OSError from the read propagates (the caller decides)."""
-        # Drained before the read: a socket destroyed after it is judged next poll,
-        # against a baseline that then holds it if this read listed it.
-        destroyed = self._destroyed.drain() if self._destroyed is not None else None
         snapshot = self.read()
+        # Drained after the read: every socket destroyed before it is heard of now, so a
+        # socket the read did not list (gone already) is never left for a later poll.
+        destroyed = self._destroyed.drain_with_info() if self._destroyed is not None else None
         self._stop_if_asked()
         self.polls += 1
         if snapshot.malformed:
             self._warn(f"skipped {snapshot.malformed} malformed row(s) in {self.where}")
         self._track_cut_short(snapshot)
         self._track_unread(snapshot)
-        short_lived = (None if destroyed is None
-                       else self._watcher.opened_and_closed(*destroyed, listeners=snapshot.rows))
-        result = self._watcher.update(snapshot, time.time())
+        lost = self._track_destroy_events()
+        result = self._watcher.update(snapshot, time.time(), destroyed)
+        result = replace(result, events_lost=lost, counted=None if self._coverage is None
+                         else self._coverage.count(result.established))
         kept = None
         if self._selection is not None:      # before owners: only what is reported is looked up
             kept = self._selection.mask(result.new.rows, result.new.direction)
             result = replace(result, new=result.new.where(kept),
-                             closed=self._select(result.closed))
-            if short_lived is not None:
-                short_lived = self._select(short_lived)
+                             closed=self._select(result.closed),
+                             new_and_closed=self._select(result.new_and_closed))
         if self._owners is not None:        # the closed sockets' fd numbers are the likeliest reused
             owners = self._owners.owners_of(result.new.rows, result.closed.rows,
                                             cancelled=self._cancelled)
             self._stop_if_asked()
             self._watcher.name_owners(owners, kept)
             result = replace(result, new=replace(result.new, owners=owners))
-        if short_lived is not None:
-            result = replace(result, new_and_closed=short_lived)
         if self._holders is not None:
             self._holders.update()
             result = replace(result, new=self._holders.annotate(result.new),
@@ -145,6 +149,27 @@ class Poller:
         elif self._unread_in_a_row:
             self._warn(f"every namespace read again after {self._unread_in_a_row} poll(s)")
             self._unread_in_a_row = 0
+
+    def _track_destroy_events(self) -> int:
+        """Destroy events the kernel dropped (a full receive buffer) or that waited past
+        their cap, and a receiving thread that died: said once a run, never silent.
+        Returns the losses since the last poll."""
+        events = self._destroyed
+        if events is None:
+            return 0
+        lost = events.lost - self._lost_seen
+        losing = lost > 0
+        if losing and not self._losing:
+            self._warn("destroyed-socket events were lost (the receive buffer was full): "
+                       "connections that opened and closed meanwhile may be missed (said "
+                       "once until a poll loses none; tcpfast_destroy_events_lost_total "
+                       "counts them)")
+        self._lost_seen, self._losing = events.lost, losing
+        if events.failure and not self._failure_said:
+            self._failure_said = True
+            self._warn(f"destroyed-socket events stopped ({events.failure}): connections "
+                       "shorter than the interval are not seen from now on")
+        return lost
 
     def _stop_if_asked(self) -> None:
         if self._cancelled is not None and self._cancelled():

@@ -11,17 +11,40 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .diff import keys
 from .enrich.direction import DEFAULT_EPHEMERAL_PORTS, directions
 from .enrich.owners import Owner
-from .events import Poll, RowEvents, no_rows
-from .schema import STATE_CODES
+from .events import (
+    UNKNOWN_LOCAL_ADDRESS,
+    UNKNOWN_REMOTE_PORT,
+    UNKNOWN_UID,
+    Poll,
+    RowEvents,
+)
+from .schema import CLOSE_INFO_DTYPE, KNOWN_MIN_RTT, STATE_CODES
 from .sources import Snapshot
 
-_TIME_WAIT = STATE_CODES["TIME_WAIT"]
+if TYPE_CHECKING:
+    from .sources.netlink_events import Destroyed
+
+_TIME_WAIT, _ESTABLISHED = STATE_CODES["TIME_WAIT"], STATE_CODES["ESTABLISHED"]
+_HANDSHAKE = np.array([STATE_CODES["SYN_SENT"], STATE_CODES["SYN_RECV"]], dtype=np.uint8)
+#: States of a socket that has not been established yet (the kernel's counters count the rest).
+_NOT_YET_OPEN = np.array([STATE_CODES["LISTEN"], *_HANDSHAKE], dtype=np.uint8)
+#: States a socket without an inode may still have its socket in: accepted by the kernel
+#: and waiting in a listener's queue (no process has it yet), or a pending handshake.
+#: Without an inode in any other state, what is listed is what is left of a closed one
+#: (TIME_WAIT, a FIN_WAIT2 minisocket, an orphan its process closed).
+_QUEUED = np.array([_ESTABLISHED, STATE_CODES["CLOSE_WAIT"], STATE_CODES["SYN_RECV"]],
+                   dtype=np.uint8)
+#: A socket's min RTT before any segment was acknowledged: a connect never answered.
+_NO_RTT = 0xFFFFFFFF
+#: Polls a destroyed socket's info waits for the closed event of the row it was.
+WAITING_POLLS = 2
 
 
 _COLUMNS = ("rows", "inode", "first_seen", "direction", "reported", "owner")
@@ -117,15 +140,21 @@ class Watcher:
         self._vanished: _Known | None = None      # gone at the last poll
         self._owners: _Owners | None = None       # None: no owner was ever named
         self._new_at = np.empty(0, dtype=np.int64)  # where the last update's new rows are known
+        # Connections opened and closed between polls are reported where ESTABLISHED is
+        # chosen (the path of a connection seen only at its end is not known).
+        self._short_lived_chosen = self._states is None or _ESTABLISHED in self._states
+        self._waiting: dict[int, tuple[np.void, int]] = {}   # cookie -> (info, poll heard)
+        self._polls = 0
 
     def _chosen(self, rows: np.ndarray) -> np.ndarray:
         if self._states is None:
             return rows["state"] != _TIME_WAIT
         return np.isin(rows["state"], self._states)
 
-    def update(self, snapshot: Snapshot, now: float) -> Poll:
+    def update(self, snapshot: Snapshot, now: float, destroyed: Destroyed | None = None) -> Poll:
         """This poll's events; on the first poll every current connection is new
-        (none with ``skip_existing``)."""
+        (none with ``skip_existing``). ``destroyed``: the sockets the kernel destroyed
+        since the last poll's (netlink's destroy events, drained after this read)."""
         rows = snapshot.rows
         inode = np.ascontiguousarray(rows["inode"])
         chosen = self._chosen(rows)
@@ -138,7 +167,7 @@ class Watcher:
             self._new_at = np.flatnonzero(new)
             return Poll(now, snapshot, True, RowEvents("new", rows[new], direction[new]))
         before = self._known
-        index = keys.match(rows, before.rows)
+        index = _identity(rows, before.rows)
         seen = index >= 0
         # What is known of each row: gathered from the row it matched (most of them) ...
         if len(before.rows):
@@ -162,30 +191,112 @@ class Watcher:
                                                   ephemeral=self._ephemeral)
         else:
             fresh = unseen
+        # A TIME_WAIT row of a connection no poll saw open: opened and closed since the
+        # last poll: new_and_closed (where connections are chosen), never new.
+        late = np.zeros(len(rows), dtype=bool)
+        if self._short_lived_chosen:
+            late[fresh[rows["state"][fresh] == _TIME_WAIT]] = True
+            current.reported[late] = True
         new = chosen & ~current.reported
         current.reported |= chosen
         self._new_at = np.flatnonzero(new)        # current's rows come first in what is known
+        # Sockets past the handshake for the first time: what the kernel's counters count.
+        past = ~np.isin(rows["state"], _NOT_YET_OPEN)
+        opened = np.zeros(len(rows), dtype=bool)
+        opened[fresh] = True
+        opened[seen] = np.isin(before.rows["state"][index[seen]], _HANDSHAKE)
+        established = int((opened & past).sum())
 
+        holding = _holds_a_socket(rows)
         listed = np.zeros(len(before.rows), dtype=bool)      # some row of this poll is it
         listed[index[seen]] = True
         alive = np.zeros(len(before.rows), dtype=bool)       # ... and still has a socket
-        alive[index[seen & (inode != 0)]] = True
-        ended = ~alive & (before.inode != 0)
+        alive[index[seen & holding]] = True
+        ended = ~alive & _holds_a_socket(before.rows)
         if snapshot.complete and not snapshot.unread:
             self._known = current
         else:           # what the read did not reach is still open, as far as we know
             ended &= listed
             self._known = _Known.join(current, before.take(~listed))
         closed = ended & before.reported
-        self._vanished = before.take(ended)
+        vanished_before, self._vanished = self._vanished, before.take(ended)
         owners = None                             # not looked up
         if self._owners is not None:
             owners = self._owners.named(before.owner[closed])
             self._owners.compact(self._known.owner, self._vanished.owner)
+        info = None
+        if destroyed is None:
+            short_lived = _late_events(rows, late, current.direction, now)
+        else:
+            info, short_lived, heard = self._judge_destroyed(
+                destroyed, rows, holding, late, current.direction, closed,
+                before, vanished_before, now)
+            established += heard
         return Poll(now, snapshot, False, RowEvents("new", rows[new], current.direction[new]),
                     RowEvents("closed", before.rows[closed], before.direction[closed],
-                              now - before.first_seen[closed], owners),
-                    RowEvents("appeared", rows[fresh], current.direction[fresh]))
+                              now - before.first_seen[closed], owners, info=info),
+                    RowEvents("appeared", rows[fresh], current.direction[fresh]),
+                    new_and_closed=short_lived, established=established)
+
+    def _judge_destroyed(self, destroyed: Destroyed, rows: np.ndarray, holding: np.ndarray,
+                         late: np.ndarray, direction: np.ndarray, closed: np.ndarray,
+                         before: _Known, vanished: _Known, now: float
+                         ) -> tuple[np.ndarray, RowEvents, int]:
+        """What the sockets destroyed since the last poll say: the close info of this poll's
+        closed connections (``closed``: which of ``before`` closed), the connections no
+        poll saw (new_and_closed: destroyed sockets no row is, and TIME_WAIT rows no
+        destroyed socket is), and how many of those destroyed sockets no row counted.
+
+        Each destroyed socket is the first of: a row of this read that still has its
+        socket (destroyed since the read: its info waits for the next poll's closed
+        event); a TIME_WAIT row found now (``late``: reported as the destroyed socket,
+        with what it carried); a row of the last poll (closed now: its info goes with
+        the closed event); a connection closed at the last poll (its event came late:
+        nothing more); or a connection no poll listed (new_and_closed, if it was ever
+        established).
+        """
+        gone, times, carried = destroyed
+        at_now = keys.same_socket(gone, rows, by_key=late)
+        at_before = keys.same_socket(gone, before.rows)
+        at_vanished = keys.same_socket(gone, vanished.rows)
+        now_alive = at_now >= 0
+        now_alive[now_alive] = holding[at_now[now_alive]]
+        now_late = (at_now >= 0) & ~now_alive
+        now_late[now_late] = late[at_now[now_late]]
+        self._polls += 1
+        for cookie, record in zip(gone["cookie"][now_alive].tolist(), carried[now_alive]):
+            self._waiting[cookie] = (record, self._polls)
+        # The close info of the connections closed now, where their socket was heard of.
+        position = np.cumsum(closed) - 1                  # a closed row's place among them
+        info = np.zeros(int(closed.sum()), dtype=CLOSE_INFO_DTYPE)
+        paired = ~now_alive & ~now_late & (at_before >= 0)
+        paired[paired] = closed[at_before[paired]]
+        info[position[at_before[paired]]] = carried[paired]
+        if self._waiting and len(info):
+            cookies = before.rows["cookie"][closed]
+            for at in np.flatnonzero(np.isin(cookies, list(self._waiting))).tolist():
+                record, _ = self._waiting.pop(int(cookies[at]))
+                if not info[at]["known"]:
+                    info[at] = record
+        self._forget_waiting()
+        # Opened and closed since the last poll, and no poll listed them.
+        unheard = ~now_alive & ~now_late & (at_before < 0) & (at_vanished < 0)
+        unheard &= _was_established(gone, carried) & self._short_lived_chosen
+        absorbed = np.zeros(len(rows), dtype=bool)
+        absorbed[at_now[now_late]] = True
+        short = now_late | unheard
+        heard = RowEvents("new_and_closed", gone[short],
+                          directions(gone[short], listeners=rows, ephemeral=self._ephemeral),
+                          np.full(int(short.sum()), math.nan), times=times[short],
+                          unknown=_cut_by_the_kernel(gone[short]), info=carried[short])
+        listed_only = _late_events(rows, late & ~absorbed, direction, now)
+        return info, _join(heard, listed_only), int(unheard.sum())
+
+    def _forget_waiting(self) -> None:
+        """Info waiting for a closed event that never came (its connection was not reported)."""
+        for cookie in [cookie for cookie, (_, poll) in self._waiting.items()
+                       if poll < self._polls - WAITING_POLLS]:
+            del self._waiting[cookie]
 
     @property
     def owners_held(self) -> int:
@@ -204,26 +315,6 @@ class Watcher:
         assert self._known is not None
         self._known.owner[new_at] = self._owners.indexes(owners)
 
-    def opened_and_closed(self, destroyed: np.ndarray, times: np.ndarray,
-                          listeners: np.ndarray) -> RowEvents:
-        """Of sockets destroyed since the last poll (netlink's destroy events, drained
-        before this poll's read), the connections no poll listed: ``new_and_closed``,
-        at the times they closed. Call it before :meth:`update`.
-
-        Those a poll listed are left to the diff (its ``closed``); so are
-        listeners and sockets that never had a peer, or lost it (SO_LINGER 0),
-        with remote port 0; and none when the chosen states leave out
-        ESTABLISHED (a destroyed socket's state is CLOSE, its path unknown).
-        """
-        chosen = self._states is None or STATE_CODES["ESTABLISHED"] in self._states
-        if self._known is None or not chosen or not len(destroyed):
-            return no_rows("new_and_closed")
-        unseen = (destroyed["remote_port"] != 0) & ~keys.matched(destroyed, self._known.rows)
-        rows, when = destroyed[unseen], times[unseen]
-        return RowEvents("new_and_closed", rows,
-                         directions(rows, listeners=listeners, ephemeral=self._ephemeral),
-                         np.full(len(rows), math.nan), times=when)
-
     def _back_from_a_missed_read(self, rows: np.ndarray, inode: np.ndarray) -> np.ndarray:
         """For each row, the index of the vanished row that is the very same
         socket (the same key and the same non-zero inode), or -1."""
@@ -233,3 +324,66 @@ class Watcher:
         index = keys.match(rows, self._vanished.rows)
         same = (index >= 0) & (inode != 0) & (inode == self._vanished.inode[index])
         return np.where(same, index, -1)
+
+
+def _identity(rows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """For each row, the baseline row that is the same connection, or -1: the key match,
+    where the cookies agree (a socket reusing a key is another one), and never from a
+    TIME_WAIT row into a socket (a connect may reuse the ports of a TIME_WAIT entry)."""
+    index = keys.match(rows, baseline)
+    seen = np.flatnonzero(index >= 0)
+    mine, theirs = rows["cookie"][seen], baseline["cookie"][index[seen]]
+    other = (mine != 0) & (theirs != 0) & (mine != theirs)
+    other |= (baseline["state"][index[seen]] == _TIME_WAIT) & (rows["state"][seen] != _TIME_WAIT)
+    index[seen[other]] = -1
+    return index
+
+
+def _holds_a_socket(rows: np.ndarray) -> np.ndarray:
+    """Which rows are a live socket or handshake (not what is left of a closed one)."""
+    return (rows["inode"] != 0) | np.isin(rows["state"], _QUEUED)
+
+
+def _was_established(rows: np.ndarray, info: np.ndarray) -> np.ndarray:
+    """Which destroyed sockets had been established: their min RTT says a segment was
+    acknowledged (a refused or unanswered connect has none); without that, a peer."""
+    known = (info["known"] & KNOWN_MIN_RTT) != 0
+    return np.where(known, info["min_rtt_us"] != _NO_RTT, rows["remote_port"] != 0)
+
+
+def _cut_by_the_kernel(rows: np.ndarray) -> np.ndarray:
+    """UNKNOWN_* bits of destroyed sockets' rows: a socket reset on close lost its local
+    address and remote port before its event was sent; no event carries a uid."""
+    unknown = np.full(len(rows), UNKNOWN_UID, dtype=np.uint8)
+    unknown[(rows["remote_port"] == 0)] |= UNKNOWN_REMOTE_PORT
+    unknown[~rows["local_addr"].any(axis=1)] |= UNKNOWN_LOCAL_ADDRESS
+    return unknown
+
+
+def _late_events(rows: np.ndarray, late: np.ndarray, direction: np.ndarray,
+                 now: float) -> RowEvents:
+    """TIME_WAIT rows of connections no poll saw open, as new_and_closed at this poll."""
+    return RowEvents("new_and_closed", rows[late], direction[late],
+                     np.full(int(late.sum()), math.nan), times=np.full(int(late.sum()), now))
+
+
+def _join(first: RowEvents, second: RowEvents) -> RowEvents:
+    """Two batches of new_and_closed as one; columns one lacks are filled as unknown."""
+    if not len(second):
+        return first
+    if not len(first):
+        return second
+
+    def column(name: str, empty: np.ndarray) -> np.ndarray | None:
+        parts = [getattr(part, name) for part in (first, second)]
+        if all(part is None for part in parts):
+            return None
+        return np.concatenate([empty[:len(events)] if part is None else part
+                               for part, events in zip(parts, (first, second))])
+    size = len(first) + len(second)
+    return RowEvents("new_and_closed", np.concatenate([first.rows, second.rows]),
+                     np.concatenate([first.direction, second.direction]),
+                     np.concatenate([first.duration, second.duration]),
+                     times=column("times", np.zeros(size)),
+                     unknown=column("unknown", np.zeros(size, dtype=np.uint8)),
+                     info=column("info", np.zeros(size, dtype=CLOSE_INFO_DTYPE)))

@@ -1,9 +1,11 @@
 """Issue 15, each way a socket is missed or reported twice, reproduced on real sockets.
 
-First what the kernel gives (facts the fix relies on, which must hold), then the
-watcher and poller of today against them: each of those tests asserts what issue
-15 asks (every socket that reached ESTABLISHED reported once) and is a strict
-xfail until its fix lands, so that the fix turns it into a plain test.
+First what the kernel gives (facts the watcher relies on, which must hold), then
+the watcher and poller against them: each of those tests asserts what issue 15
+asks (every socket that reached ESTABLISHED reported once); each failed before
+its fix (a reset client dropped, the drain before the read, a TIME_WAIT row taken
+for the destroyed socket, new_and_closed and a TIME_WAIT row's new, a reused key
+never new).
 
 Sockets are told apart by their kernel cookie (sock_diag gives it in dumps and
 destroy events): the key alone cannot, since a new connect may reuse the ports
@@ -32,11 +34,6 @@ ESTABLISHED, TIME_WAIT, CLOSE = (STATE_CODES[name] for name in ("ESTABLISHED", "
                                                                  "CLOSE"))
 EVERY_STATE = set(STATE_CODES.values())
 WAIT = 5.0
-
-
-def not_yet(reason):
-    """Strict xfail on an assertion only: an error elsewhere is still a failure."""
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
 
 
 FAMILIES = [pytest.param(socket.AF_INET, "127.0.0.1", id="127.0.0.1"),
@@ -217,7 +214,7 @@ def test_a_connect_may_reuse_the_ports_of_a_time_wait_entry(server):
     assert second_cookie != first_cookie
 
 
-# --- today's watcher and poller against them (strict xfail: the fix turns them green) ---
+# --- the watcher and the poller against them ---
 
 class Reported:
     """What a run of polls reported, per socket cookie (and per key for /proc rows)."""
@@ -261,8 +258,6 @@ def poller_for(source, events, states=None):
     return poller, reported
 
 
-@not_yet("issue 15 (a): opened_and_closed drops destroyed "
-                                       "sockets with remote port 0 (a reset client)")
 def test_a_reset_client_no_poll_listed_is_reported_once(server):
     with events_or_skip() as events, NetlinkSource() as source:
         poller, reported = poller_for(source, events)
@@ -278,10 +273,6 @@ def test_a_reset_client_no_poll_listed_is_reported_once(server):
     assert [reported.reports(cookie) for cookie in cookies] == [1, 1]
 
 
-@not_yet("issue 15 (b): the poller drains before it reads: "
-                                       "a socket listed, then destroyed between the drain "
-                                       "and the read, is closed by the diff and "
-                                       "new_and_closed at the next poll")
 def test_a_socket_destroyed_between_the_drain_and_the_read_is_reported_once(server):
     with events_or_skip() as events, NetlinkSource() as netlink:
         source = HookedSource(netlink)
@@ -303,9 +294,6 @@ def test_a_socket_destroyed_between_the_drain_and_the_read_is_reported_once(serv
     assert [reported.reports(cookie) for cookie in cookies] == [1, 1]
 
 
-@not_yet("issue 15 (b): opened_and_closed judges a destroyed "
-                                       "socket by key against the last poll's rows, a "
-                                       "TIME_WAIT row no one reported among them")
 def test_a_socket_whose_time_wait_row_a_read_listed_before_its_event_is_reported_once(server):
     """Closed between the drain and the read: the read lists its TIME_WAIT row (not a
     state chosen by default), the next poll drains its destroy event."""
@@ -332,8 +320,6 @@ def test_a_socket_whose_time_wait_row_a_read_listed_before_its_event_is_reported
     assert [reported.reports(cookie) for cookie in cookies] == [1, 1]
 
 
-@not_yet("issue 15 (c): with TIME_WAIT chosen, the destroy "
-                                       "event is new_and_closed and the TIME_WAIT row new")
 def test_with_every_state_a_short_connection_is_reported_once_per_socket(server):
     with events_or_skip() as events, NetlinkSource() as source:
         poller, reported = poller_for(source, events, states=EVERY_STATE)
@@ -351,10 +337,6 @@ def test_with_every_state_a_short_connection_is_reported_once_per_socket(server)
     assert by_key == 1                  # the client's socket: its event, or its TIME_WAIT row
 
 
-@not_yet("issue 15 (e): a row with an inode is taken for the "
-                                       "TIME_WAIT row of the same key (inode 0 is "
-                                       "'compatible'): a connection reusing its ports is "
-                                       "never new")
 def test_a_connection_reusing_the_ports_of_a_reported_time_wait_row_is_new(server):
     reported = Reported()
     poller = Poller(Watcher(EVERY_STATE), reported, pytest.fail, source=ProcTables("/proc"))
@@ -370,3 +352,97 @@ def test_a_connection_reusing_the_ports_of_a_reported_time_wait_row_is_new(serve
         accepted.close()
     new = second.new.rows
     assert ESTABLISHED in new["state"][new["local_port"] == port].tolist()
+
+
+# --- closed events carry what their socket carried (issue 18), whenever its event came ---
+
+class AfterRead(HookedSource):
+    """A real source that runs ``after_read`` (once) when its next read is done: what
+    happens between the poller's read and its drain."""
+
+    def __init__(self, source):
+        super().__init__(source)
+        self.after_read = None
+
+    def read(self, **options):
+        snapshot = self.source.read(**options)
+        hook, self.after_read = self.after_read, None
+        if hook is not None:
+            hook()
+        return snapshot
+
+
+def closed_of(reported, cookie):
+    return [(poll, index) for poll in reported.polls
+            for index, row in enumerate(poll.closed.rows) if row["cookie"] == cookie]
+
+
+@pytest.mark.parametrize("when", ["before the read", "after the read"])
+def test_a_listed_connection_closes_with_what_it_carried(server, when):
+    """Listed by a poll, then closed by FIN with 5,000 bytes each way: one closed event
+    per end, each with its socket's counts (the kernel counts the opener's SYN and each
+    FIN it sent as bytes acknowledged), even when its destroy event is drained by the
+    poll before the one that finds it gone."""
+    with events_or_skip() as events, NetlinkSource() as netlink:
+        source = AfterRead(netlink)
+        poller, reported = poller_for(source, events)
+        poller.poll()
+        client, accepted = pair(server)
+        cookies = cookie_of(netlink, client), cookie_of(netlink, accepted)
+        client.sendall(b"x" * 5000)
+        accepted.sendall(b"y" * 5000)
+        for sock in (client, accepted):                 # each end reads all it was sent
+            got = 0
+            while got < 5000:
+                got += len(sock.recv(5000 - got))
+        poller.poll()                                   # lists both: new
+        with events_or_skip() as own:
+            mine = Received(own)
+
+            def close_now():
+                close_by_client(client, accepted)
+                until(lambda: mine.have(*cookies), "both destroy events")
+            if when == "after the read":
+                source.after_read = close_now           # listed alive, drained destroyed
+                poller.poll()
+            else:
+                close_now()
+            until(lambda: poller.poll() and all(closed_of(reported, c) for c in cookies),
+                  "both closed events")
+    for cookie, opener in zip(cookies, (True, False)):
+        [(poll, at)] = closed_of(reported, cookie)
+        info = poll.closed.info[at]
+        assert info["bytes_sent"] == 5000 + 1 + opener       # its FIN (and SYN) acknowledged
+        assert info["data_bytes_sent"] == 5000 and info["rtt_us"] > 0
+        assert poll.closed.direction[at] == (2 if opener else 1)
+    assert [reported.reports(cookie) for cookie in cookies] == [1, 1]
+
+
+def test_closed_without_destroy_events_knows_nothing_of_what_it_carried(server):
+    """/proc: no destroy events, so no close info (JSON null), and no made-up zeros."""
+    reported = Reported()
+    poller = Poller(Watcher(), reported, pytest.fail, source=ProcTables("/proc"))
+    poller.poll()
+    client, accepted = pair(server)
+    poller.poll()
+    close_by_client(client, accepted)
+    until(lambda: len(poller.poll().closed) >= 2 or
+          sum(len(poll.closed) for poll in reported.polls) >= 2, "the closed events")
+    assert all(poll.closed.info is None for poll in reported.polls)
+
+
+def test_proc_reports_a_connection_it_saw_only_in_time_wait_as_new_and_closed(server):
+    """Opened and closed between two polls of /proc: its client's TIME_WAIT row, once."""
+    reported = Reported()
+    poller = Poller(Watcher(), reported, pytest.fail, source=ProcTables("/proc"))
+    poller.poll()
+    client, accepted = pair(server)
+    port = client.getsockname()[1]
+    close_by_client(client, accepted)
+    first, second = poller.poll(), poller.poll()
+    late = first.new_and_closed.rows
+    assert late["local_port"].tolist() == [port] and late["state"].tolist() == [TIME_WAIT]
+    assert np.isnan(first.new_and_closed.duration).all()
+    assert not (first.new.rows["local_port"] == port).any()
+    assert not (second.new_and_closed.rows["local_port"] == port).any()   # once
+    assert first.established >= 1

@@ -63,11 +63,10 @@ def short_lived(server: socket.socket, af: int, host: str) -> list[tuple]:
 
 
 def poll(events, source, watcher):
-    """One poll as the loop does it: drain, read, judge the destroyed, update."""
-    destroyed = events.drain()
+    """One poll as the loop does it: read, drain, update with the destroyed."""
     snapshot = source.read()
-    short = watcher.opened_and_closed(*destroyed, listeners=snapshot.rows)
-    return short, watcher.update(snapshot, time.time())
+    result = watcher.update(snapshot, time.time(), events.drain_with_info())
+    return result.new_and_closed, result
 
 
 def about(port, rows):

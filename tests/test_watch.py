@@ -54,9 +54,29 @@ def test_time_wait_is_never_new_unless_asked_for_and_closes_what_it_ends():
     assert run(Watcher({TIME_WAIT}), [time_wait]) == [([0], [])]
 
 
-def test_a_connection_never_seen_with_an_inode_is_never_closed():
-    pending = conn(50000, 0)                      # accepted by the kernel, not yet by the app
-    assert run(Watcher(), [], [pending], []) == [([], []), ([0], []), ([], [])]
+def test_a_connection_reported_in_the_accept_queue_is_closed_when_it_goes():
+    """Accepted by the kernel, not yet by the application: no inode, but a socket; its
+    end is a closed event as any other's (a reset before accept(), say)."""
+    pending = conn(50000, 0)
+    assert run(Watcher(), [], [pending], []) == [([], []), ([0], []), ([], [0])]
+    accepted = conn(50000, 12)                    # then accept()ed: the same connection
+    assert run(Watcher(), [], [pending], [accepted], []) == [
+        ([], []), ([0], []), ([], []), ([], [12])]
+
+
+def test_what_is_left_of_a_closed_connection_never_closes_anything():
+    """TIME_WAIT and FIN_WAIT2 minisockets, orphans: no socket, nothing to close."""
+    for state in (TIME_WAIT, STATE_CODES["FIN_WAIT2"], STATE_CODES["LAST_ACK"]):
+        leftover = conn(50000, 0, state)
+        assert run(Watcher(set(STATE_CODES.values())), [leftover], []) == [([0], []), ([], [])]
+
+
+def test_a_connect_reusing_a_time_wait_entrys_ports_is_new():
+    """net.ipv4.tcp_tw_reuse lets a connect take the ports of a TIME_WAIT entry: another
+    connection, new, and never taken for the one that entry is what is left of."""
+    ended, reused = conn(50000, 0, TIME_WAIT), conn(50000, 12)
+    assert run(Watcher(), [conn(50000, 7)], [ended], [reused]) == [
+        ([7], []), ([], [7]), ([12], [])]
 
 
 def test_skip_existing_takes_the_first_poll_as_the_baseline():

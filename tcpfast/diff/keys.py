@@ -162,3 +162,31 @@ def _contiguous(rows: np.ndarray) -> np.ndarray:
     if rows.dtype != CONNECTION_DTYPE:
         raise TypeError(f"expected rows of CONNECTION_DTYPE, got {rows.dtype}")
     return np.ascontiguousarray(rows)
+
+
+def same_socket(needles: np.ndarray, haystack: np.ndarray,
+                by_key: np.ndarray | None = None) -> np.ndarray:
+    """For each ``needles`` row (a destroyed socket's, say), the ``haystack`` row that is
+    that very socket, or -1: the same connection (key, compatible inodes) with the same
+    cookie where both rows have one, or, for the haystack rows ``by_key`` marks, the
+    key alone (a TIME_WAIT entry gets a cookie of its own unless its socket had one).
+    A needle whose key the kernel cut (a socket reset on close loses its local address
+    and remote port) is found by its cookie alone."""
+    index = match(needles, haystack)
+    found = index >= 0
+    mine = needles["cookie"]
+    at = np.where(found, index, 0)
+    theirs = haystack["cookie"][at] if len(haystack) else mine
+    trusted = by_key[at] if by_key is not None and len(haystack) else False
+    found &= (mine == 0) | (theirs == 0) | (mine == theirs) | trusted
+    index = np.where(found, index, -1)
+    lost = np.flatnonzero(~found & (mine != 0))
+    if len(lost) and len(haystack):
+        wanted = mine[lost]
+        order = np.argsort(wanted)
+        ordered = wanted[order]
+        cookies = haystack["cookie"]
+        at = np.minimum(np.searchsorted(ordered, cookies), len(ordered) - 1)
+        hits = np.flatnonzero((ordered[at] == cookies) & (cookies != 0))
+        index[lost[order[at[hits]]]] = hits
+    return index

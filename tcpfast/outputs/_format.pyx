@@ -208,6 +208,7 @@ cdef enum:
     UNKNOWN_LOCAL_PORT = 0x02
     UNKNOWN_REMOTE_ADDRESS = 0x04
     UNKNOWN_REMOTE_PORT = 0x08
+    UNKNOWN_UID = 0x10
     DIRECTIONS = 4            # tcpfast.enrich.direction's codes: unknown, in, out, listen
     # The most a line takes but for its owner's comm and its namespace's holder,
     # with room to spare (the longest text line's fixed part is ~330 bytes, JSON's ~700).
@@ -516,7 +517,10 @@ def format_into(unsigned char[::1] out, rows, str event, direction, Py_ssize_t s
             p = _put(p, ', "state": "', 12)
             p = _put_name(p, STATE_NAME[row.state], STATE_LENGTH[row.state])
             p = _put(p, '", "uid": ', 10)
-            p = tcpfast_u64(p, row.uid)
+            if bits & UNKNOWN_UID:
+                p = _put(p, 'null', 4)
+            else:
+                p = tcpfast_u64(p, row.uid)
             p = _put(p, ', "inode": ', 11)
             p = tcpfast_u64(p, row.inode)
             p = _put(p, ', "direction": "', 16)

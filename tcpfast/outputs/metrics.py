@@ -73,6 +73,18 @@ class Metrics:
                                  "interval and stopped early (rows past it unseen).",
                                  registry=self.registry)
         self.polls = Counter("tcpfast_polls", "Polls done.", registry=self.registry)
+        self.kernel_opened = Counter(
+            "tcpfast_kernel_opened_connections", "Sockets the kernel's TCP counters say were "
+            "established (ActiveOpens + PassiveOpens - AttemptFails of each namespace "
+            "watched), after the first poll.", registry=self.registry)
+        self.missed = Counter(
+            "tcpfast_connections_missed", "Of those, the sockets no poll saw (opened and "
+            "closed between polls, unheard of): the kernel's count minus tcpfast's, per "
+            "poll, never below 0.", registry=self.registry)
+        self.events_lost = Counter(
+            "tcpfast_destroy_events_lost", "Times destroyed-socket events were dropped (the "
+            "kernel's receive buffer full, or too many waiting for a poll).",
+            registry=self.registry)
         self.namespaces = Gauge("tcpfast_watched_namespaces", "Network namespaces read at the "
                                 "last poll (more than one with --all-netns).",
                                 registry=self.registry)
@@ -144,6 +156,12 @@ class Metrics:
         self._count(self.closed, poll.closed.rows, poll.closed.direction)
         for counter in (self.new, self.closed):           # opened and closed between polls
             self._count(counter, poll.new_and_closed.rows, poll.new_and_closed.direction)
+        for events in (poll.closed, poll.new_and_closed):
+            self.record_closed(events)
+        if poll.counted is not None:
+            self.kernel_opened.inc(poll.counted.opened)
+            self.missed.inc(poll.counted.missed)
+        self.events_lost.inc(poll.events_lost)
         self.port_scans.inc(len(poll.scans))
         self.blocks.inc(len(poll.blocks))
 

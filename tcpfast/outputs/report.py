@@ -22,6 +22,7 @@ from ..events import (
     UNKNOWN_LOCAL_PORT,
     UNKNOWN_REMOTE_ADDRESS,
     UNKNOWN_REMOTE_PORT,
+    UNKNOWN_UID,
     Holder,
     RowEvents,
 )
@@ -93,7 +94,8 @@ def address_text(family: int, address: bytes) -> str:
     return socket.inet_ntop(_ADDRESS_FAMILY[family], address[: _ADDRESS_BYTES[family]])
 
 
-_Row = tuple[int, "str | None", "int | None", "str | None", "int | None", int, int, int, int]
+_Row = tuple[int, "str | None", "int | None", "str | None", "int | None", int, "int | None", int,
+             int]
 
 
 def _rows(events: RowEvents) -> Iterator[_Row]:
@@ -112,7 +114,7 @@ def _rows(events: RowEvents) -> Iterator[_Row]:
                None if bits & UNKNOWN_LOCAL_PORT else local_port,
                None if bits & UNKNOWN_REMOTE_ADDRESS else address_text(family, remote[at:at + 16]),
                None if bits & UNKNOWN_REMOTE_PORT else remote_port,
-               state, uid, inode, netns)
+               state, None if bits & UNKNOWN_UID else uid, inode, netns)
 
 
 def _endpoint(family: int, address: str | None, port: int | None) -> str:

@@ -55,6 +55,13 @@ class Source(Protocol):
         None: the source has none, or could not open it (said on ``warn``)."""
         ...
 
+    def opened(self) -> int | None:
+        """How many sockets the kernel says were established in what it reads, since a
+        moment of its own (a running total: differences between two calls count): the
+        namespaces' TCP counters (tcpfast.sources.snmp). None where it reads no live
+        namespace (recorded tables); OSError or ValueError when they cannot be read."""
+        ...
+
     def close(self) -> None:
         ...
 

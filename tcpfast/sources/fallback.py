@@ -63,6 +63,10 @@ class FallbackSource:
         current = self.current
         return current.destroy_events(warn) if current is not None else None
 
+    def opened(self) -> int | None:
+        current = self.current
+        return current.opened() if current is not None else None
+
     def close(self) -> None:
         for source in (self._primary, self._fallback):
             if source is not None:

@@ -68,6 +68,9 @@ class AllNamespaces:
         self._readers: dict[int, Source] = {}          # by the namespace's serial
         self._sizes: dict[int, int] = {}
         self._events: DestroyEvents | None = None
+        self._opened = 0                               # established, summed over namespaces
+        self._counted: dict[int, int] = {}             # by serial: its counters' last reading
+        self._counting = False                         # opened() was called before
         self._said_refused = False
         self._said_fallback = False
         self.namespaces: dict[int, Namespace] = {}
@@ -122,6 +125,25 @@ class AllNamespaces:
         if self._events is not None:
             self._follow_events(self._current())
         return self._events
+
+    def opened(self) -> int | None:
+        """The namespaces' counters summed, each from its first reading on; a namespace
+        that appeared since the last call counts whole (its counters started with it)."""
+        counted: dict[int, int] = {}
+        for serial, reader in self._readers.items():
+            try:
+                value = reader.opened()
+            except (OSError, ValueError):          # gone since its read: counted next time
+                value = None
+            if value is None:
+                if serial in self._counted:
+                    counted[serial] = self._counted[serial]
+                continue
+            counted[serial] = value
+            before = self._counted.get(serial, None if self._counting else value)
+            self._opened += value - (before or 0)
+        self._counted, self._counting = counted, True
+        return self._opened
 
     def close(self) -> None:
         for serial in list(self._readers):

@@ -18,6 +18,7 @@ from ..filters.states import kernel_state_mask
 from ..schema import STATE_CODES
 from .base import Snapshot, StopReading, Warn
 from .netlink_events import DestroyEvents, open_destroy_events
+from .snmp import SnmpCounters
 from .sockdiag import TCPDIAG_GETSOCK, SockDiag
 
 LISTEN = STATE_CODES["LISTEN"]
@@ -53,6 +54,7 @@ class NetlinkSource:
                            and (bool(kernel.bytecode) or not kernel.state_mask >> LISTEN & 1))
         self._families = families
         self._diag = SockDiag(netns_path, request, netns=netns, inode=inode)
+        self._counters: SnmpCounters | None = None
 
     @property
     def where(self) -> str:
@@ -72,8 +74,16 @@ class NetlinkSource:
     def destroy_events(self, warn: Warn) -> DestroyEvents | None:
         return open_destroy_events(self.netns_path, warn, netns=self.netns)
 
+    def opened(self) -> int | None:
+        if self._counters is None:
+            self._counters = SnmpCounters(netns_path=self.netns_path)
+        return self._counters.read().opened
+
     def close(self) -> None:
         self._diag.close()
+        if self._counters is not None:
+            self._counters.close()
+            self._counters = None
 
     def __enter__(self) -> NetlinkSource:
         return self

@@ -18,8 +18,9 @@ socket's final ``struct tcp_info`` (280 bytes on 6.18), decoded beside each row
 into CLOSE_INFO_DTYPE. A socket that sent a RST on close (SO_LINGER 0) went
 through tcp_disconnect first, which cleared its remote port, its local address
 and its counters: the info of a row with remote port 0 is unknown (but for its
-state). Request sockets (SYN_RECV) and TIME_WAIT entries are not full sockets:
-their end is not reported; a connection that ends in TIME_WAIT is reported
+state and its min RTT, which tells whether it was ever established). Request
+sockets (SYN_RECV) and TIME_WAIT entries are not full sockets: their end is not
+reported; a connection that ends in TIME_WAIT is reported
 when its full socket is destroyed, on entering it (or, closed first by
 close(), as soon as its FIN is acknowledged: what follows is the timewait
 entry's). What the byte counts mean: tests/test_close_info.py.
@@ -38,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..schema import CLOSE_INFO_DTYPE, CONNECTION_DTYPE, KNOWN_STATE
+from ..schema import CLOSE_INFO_DTYPE, CONNECTION_DTYPE, KNOWN_MIN_RTT, KNOWN_STATE
 from .netns import open_in_namespace
 from .sockdiag import NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, decode_into
 
@@ -103,6 +104,8 @@ class DestroyEvents:
         self._count = 0
         self.lost = 0
         self.malformed = 0
+        #: Why the receiving thread ended before close() (None: it runs, or was closed).
+        self.failure: str | None = None
         self._sockets: dict[int, socket.socket] = {}      # netns -> its events socket
         self._changed = True                               # the selector must be rebuilt
         self.watch(netns, netns_path)
@@ -164,8 +167,13 @@ class DestroyEvents:
         self.close()
 
     def _receive(self) -> None:
-        buffer = bytearray(RECV_BYTES)
-        view = memoryview(buffer)
+        view = memoryview(bytearray(RECV_BYTES))
+        try:
+            self._receive_until_stopped(view)
+        except BaseException as error:    # anything but a stop: said by the poller, not lost
+            self.failure = f"{type(error).__name__}: {error}"
+
+    def _receive_until_stopped(self, view: memoryview) -> None:
         selector = selectors.DefaultSelector()
         try:
             while not self._stop.is_set():
@@ -222,13 +230,17 @@ class DestroyEvents:
 
     def _forget_cleared_counters(self, start: int, end: int) -> None:
         """Rows start..end with remote port 0 were disconnected (tcp_disconnect zeroed
-        their counters) or never connected: their info is unknown, but for the state."""
+        their counters) or never connected: their info is unknown, but for the state
+        and the min RTT, which tcp_disconnect leaves (what tells a socket that was
+        established from a connect that was refused or never answered)."""
         cleared = start + np.flatnonzero(self._rows["remote_port"][start:end] == 0)
         if len(cleared):
-            state, known = self._info["state"][cleared], self._info["known"][cleared]
+            kept = self._info[["state", "min_rtt_us"]][cleared]
+            known = self._info["known"][cleared]
             self._info[cleared] = np.zeros(1, dtype=CLOSE_INFO_DTYPE)
-            self._info["state"][cleared] = state
-            self._info["known"][cleared] = known & KNOWN_STATE
+            self._info["state"][cleared] = kept["state"]
+            self._info["min_rtt_us"][cleared] = kept["min_rtt_us"]
+            self._info["known"][cleared] = known & (KNOWN_STATE | KNOWN_MIN_RTT)
 
 
 def open_destroy_events(netns_path: str | None, warn: Callable[[str], None], *,

@@ -15,6 +15,9 @@ import re
 import socket
 import threading
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 
@@ -29,16 +32,14 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket],
-                      inode: int | None = None) -> socket.socket:
-    """The socket ``make()`` creates, in the namespace of ``netns_path`` (None: ours).
+def run_in_namespace(netns_path: str, work: Callable[[], T], inode: int | None = None) -> T:
+    """What ``work()`` returns, run by a thread that entered the namespace of ``netns_path``
+    (a socket or a /proc/thread-self/net file made there stays that namespace's).
 
-    OSError, saying which namespace and why, when it cannot be entered, or when
-    the file opened is not the namespace ``inode`` (a process's ``ns/net`` whose
-    pid went to another process).
+    OSError, saying which namespace and why, when it cannot be entered, or when the
+    file opened is not the namespace ``inode`` (a process's ``ns/net`` whose pid went
+    to another process); ``work``'s own OSError as it raised it.
     """
-    if netns_path is None:
-        return make()
     try:
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as error:
@@ -47,30 +48,41 @@ def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket],
     if inode is not None and os.fstat(fd).st_ino != inode:
         os.close(fd)
         raise OSError(errno.ESTALE, f"{netns_path} is no longer network namespace {inode}")
-    result: dict[str, object] = {}
+    result: list[T] = []
+    failure: list[tuple[OSError, bool]] = []          # (error, raised by setns)
 
-    def enter_and_open() -> None:
+    def enter_and_work() -> None:
         try:
             _setns(fd)
-            result["socket"] = make()
         except OSError as error:
-            result["error"] = error
+            failure.append((error, True))
+            return
+        try:
+            result.append(work())
+        except OSError as error:
+            failure.append((error, False))
 
     try:
-        worker = threading.Thread(target=enter_and_open, name="tcpfast-netns", daemon=True)
+        worker = threading.Thread(target=enter_and_work, name="tcpfast-netns", daemon=True)
         worker.start()
         worker.join()
     finally:
         os.close(fd)
-    refused = result.get("error")
-    if refused is not None:
-        assert isinstance(refused, OSError)
+    if failure:
+        refused, entering = failure[0]
+        if not entering:
+            raise refused
         hint = " (entering a namespace needs root)" if refused.errno == errno.EPERM else ""
         raise OSError(refused.errno, f"cannot enter network namespace {netns_path}: "
                                      f"{refused.strerror or refused}{hint}") from None
-    sock = result["socket"]
-    assert isinstance(sock, socket.socket)
-    return sock
+    return result[0]
+
+
+def open_in_namespace(netns_path: str | None, make: Callable[[], socket.socket],
+                      inode: int | None = None) -> socket.socket:
+    """The socket ``make()`` creates, in the namespace of ``netns_path`` (None: ours); see
+    :func:`run_in_namespace`."""
+    return make() if netns_path is None else run_in_namespace(netns_path, make, inode)
 
 
 def namespace_of(proc_root: str) -> str | None:

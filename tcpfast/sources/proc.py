@@ -13,6 +13,7 @@ from ..decode import parsing
 from ..diff import keys
 from .base import Snapshot, StopReading, Warn, stop_reading_at
 from .netns import namespace_id
+from .snmp import SnmpCounters
 
 if TYPE_CHECKING:
     from .netlink_events import DestroyEvents
@@ -148,6 +149,7 @@ class ProcTables:
         self.netns = namespace_id(proc_root) if netns is None else netns
         self._families = families
         self._table_key = table_key
+        self._counters: SnmpCounters | None = None
 
     @property
     def where(self) -> str:
@@ -161,5 +163,14 @@ class ProcTables:
         """None: a poll of the tables sees what they list (TIME_WAIT included)."""
         return None
 
+    def opened(self) -> int | None:
+        if not self.netns:                    # recorded tables: no namespace counts them
+            return None
+        if self._counters is None:
+            self._counters = SnmpCounters(self.proc_root)
+        return self._counters.read().opened
+
     def close(self) -> None:
-        pass
+        if self._counters is not None:
+            self._counters.close()
+            self._counters = None

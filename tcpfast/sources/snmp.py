@@ -62,10 +62,9 @@ No connect failed in those loads (AttemptFails stayed 0).
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 
-from .netns import _setns
+from .netns import run_in_namespace
 
 #: The counters this module reads, by the kernel's names.
 NAMES = ("ActiveOpens", "PassiveOpens", "AttemptFails", "EstabResets", "CurrEstab")
@@ -132,13 +131,19 @@ class SnmpCounters:
     """
 
     def __init__(self, proc_root: str = "/proc", netns_path: str | None = None) -> None:
+        self._fd = -1
         if netns_path is None:
             self.where = os.path.join(proc_root, "net", "snmp")
             self._fd = _open(self.where)
         else:
             self.where = f"/proc/net/snmp of {netns_path}"
             # /proc/thread-self/net is the namespace of the thread that opens it.
-            self._fd = _open_in_namespace(netns_path, "/proc/thread-self/net/snmp")
+            try:
+                self._fd = run_in_namespace(netns_path,
+                                            lambda: _open("/proc/thread-self/net/snmp"))
+            except OSError as error:
+                raise OSError(error.errno, f"cannot read the TCP counters of {netns_path}: "
+                                           f"{error.strerror or error}") from None
 
     def read(self) -> TcpCounters:
         """The counters now (the kernel writes the file anew for each read from 0)."""
@@ -171,28 +176,3 @@ def _open(path: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as error:
         raise OSError(error.errno, f"cannot open {path}: {error.strerror}") from None
-
-
-def _open_in_namespace(netns_path: str, path: str) -> int:
-    """``path`` opened by a thread that entered ``netns_path`` (root or CAP_SYS_ADMIN)."""
-    result: list[int | OSError] = []
-
-    def enter_and_open() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _setns(fd)
-            finally:
-                os.close(fd)
-            result.append(_open(path))
-        except OSError as error:
-            result.append(error)
-
-    worker = threading.Thread(target=enter_and_open, name="tcpfast-snmp-netns", daemon=True)
-    worker.start()
-    worker.join()
-    if isinstance(result[0], OSError):
-        error = result[0]
-        raise OSError(error.errno, f"cannot read the TCP counters of {netns_path}: "
-                                   f"{error.strerror or error}")
-    return result[0]
