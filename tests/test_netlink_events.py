@@ -18,7 +18,6 @@ from tcpfast.sources import netlink_events
 from tcpfast.sources.netlink import NetlinkSource
 from tcpfast.watch import Watcher
 
-INTERVAL = 0.2
 ROUNDS = 5
 PER_ROUND = 40            # connections opened and closed between two polls
 
@@ -62,6 +61,14 @@ def short_lived(server: socket.socket, af: int, host: str) -> list[tuple]:
     return opened
 
 
+def wait_heard(events, count: int) -> None:
+    """Until ``events`` holds ``count`` destroyed sockets not drained yet."""
+    deadline = time.monotonic() + 30
+    while events._count < count:
+        assert time.monotonic() < deadline, f"heard of {events._count} of {count} sockets"
+        time.sleep(0.01)
+
+
 def poll(events, source, watcher):
     """One poll as the loop does it: drain, read, judge the destroyed, update."""
     destroyed = events.drain()
@@ -90,9 +97,9 @@ def test_connections_between_polls_are_each_reported_once_by_destroy_events(af, 
         poll(events, source, watcher)
         started = time.time()
         for _ in range(ROUNDS):
-            for _ in range(PER_ROUND):
-                ledger += short_lived(server, af, host)
-            time.sleep(INTERVAL)
+            this_round = [key for _ in range(PER_ROUND) for key in short_lived(server, af, host)]
+            ledger += this_round
+            wait_heard(events, len(this_round))
             short, result = poll(events, source, watcher)
             polled_ours += int(about(port, result.snapshot.rows).sum()) - 1   # not the listener
             assert not about(port, result.new.rows).any() and not len(result.closed)
@@ -169,16 +176,16 @@ def test_cli_reports_connections_between_polls_once_as_new_and_closed():
                              "--events", "new,closed")
     ledger: list[tuple] = []
     try:
-        time.sleep(1.0)
+        watcher.wait_ready()                 # the baseline: the listener
         started = time.time()
         for _ in range(4):
             for _ in range(10):
                 ledger += short_lived(server, socket.AF_INET, "127.0.0.1")
-            time.sleep(0.5)
+            watcher.more_polls(1)            # these between two polls
         watcher.wait_until(lambda: len([e for e in watcher.events()
                                         if port in (e["local_port"], e["remote_port"])])
                            >= len(ledger))
-        time.sleep(1.0)
+        watcher.more_polls()                 # more polls: none reported again
         assert watcher.stop() < 5
     finally:
         watcher.kill()
@@ -226,7 +233,7 @@ def test_a_connect_scan_between_polls_is_detected_through_destroy_events():
     watcher = WatcherProcess("--source", "netlink", "--interval", "0.5", "--json",
                              "--skip-existing", "--scan-local")
     try:
-        time.sleep(1.2)
+        watcher.wait_ready()                 # the listeners are the baseline; detection is on
         for server in servers:
             probe = socket.socket()
             probe.bind(("127.0.0.9", 0))
