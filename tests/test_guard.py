@@ -92,9 +92,12 @@ def host_without_compiler(tmp_path, **env: str) -> dict:
 
 
 def run_suite(environment: dict, *args: str) -> subprocess.CompletedProcess:
+    """pytest on ``args``, without the tests that run pytest themselves (else a suite
+    that does not stop at the guard would run them again, and again)."""
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-ra",
-                           "--rootdir", TESTS, *args], capture_output=True, text=True,
-                          env=environment, timeout=600, cwd=os.path.dirname(TESTS))
+                           "--rootdir", TESTS, "-k", "not without_the_compiled_modules", *args],
+                          capture_output=True, text=True, env=environment, timeout=600,
+                          cwd=os.path.dirname(TESTS))
 
 
 def summary(output: str) -> str:
@@ -125,8 +128,7 @@ def test_without_the_compiled_modules_the_fallbacks_suite_passes(tmp_path):
     """TCPFAST_PURE=1 on that host: the tests that run tcpfast without TCPFAST_PURE
     allow its fallback warning, and the skips say why without claiming TCPFAST_PURE."""
     result = run_suite(host_without_compiler(tmp_path, TCPFAST_PURE="1"),
-                       os.path.join(TESTS, "test_guard.py"), os.path.join(TESTS, "test_diff.py"),
-                       "-k", "not without_the_compiled_modules")
+                       os.path.join(TESTS, "test_guard.py"), os.path.join(TESTS, "test_diff.py"))
     assert result.returncode == 0, result.stdout + result.stderr
     skips = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
     assert skips and all("compiled modules not built (tcpfast.decode._parse: blocked for "
