@@ -32,7 +32,9 @@ def rss_mb() -> float:
     """Resident memory after a collection, with the C heap's free pages handed back to the
     kernel (malloc_trim): what is still held, not where the allocator happened to be."""
     gc.collect()
-    ctypes.CDLL(None).malloc_trim(0)
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)      # glibc's; not in musl
+    if trim is not None:
+        trim(0)
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
 
