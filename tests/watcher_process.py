@@ -71,6 +71,7 @@ class Notifications:
                  alive)
 
     def close(self) -> None:
+        """Stop listening and remove the socket (again: nothing more happens)."""
         self._open = False
         self._thread.join(timeout=5)
         self._socket.close()
@@ -130,10 +131,11 @@ class WatcherProcess:
         took = time.monotonic() - sent
         for thread in self._threads:
             thread.join(timeout=10)
+        self.notifications.close()                 # what it said stays in .messages
         return took
 
     def kill(self) -> None:
-        """Kill it if it still runs; its notify socket goes either way (call it last)."""
+        """Kill it if it still runs; its notify socket goes either way."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
