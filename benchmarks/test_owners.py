@@ -12,6 +12,10 @@ the other; then the N sockets are closed.
 
 Run as root (``ip netns``):  python -m pytest benchmarks/test_owners.py -s
 Medians, ratios and the slowest lookup go to extra_info and are printed with -s.
+With ``--benchmark-disable`` (CI: one round each, timings off) only what one round
+proves is asserted: every owner named is the right one, and a lookup without a time
+budget finds them all; the budget, the ratio targets and "found within the budget"
+are asserted when the benchmark really runs.
 """
 
 from __future__ import annotations
@@ -165,7 +169,8 @@ def _ask(opener: subprocess.Popen, command: str) -> list[int]:
 @pytest.mark.parametrize("new", sorted(TARGETS))
 def test_owners_of_new_sockets(benchmark, busy_host, new):
     opener, load = busy_host
-    finder = OwnerFinder(budget=BUDGET)
+    timed = not benchmark.disabled
+    finder = OwnerFinder(budget=BUDGET if timed else float("inf"))
     finder.find([1], budget=float("inf"))          # the first poll: one full pass fills the cache
     times: dict[str, list[float]] = {"finder": [], "full_walk": []}
     vanished: list[int] = []
@@ -207,9 +212,10 @@ def test_owners_of_new_sockets(benchmark, busy_host, new):
           f"finder {medians['finder'] * 1e3:.2f} ms, full walk {medians['full_walk'] * 1e3:.1f} ms, "
           f"ratio {ratio:.4f} (target {TARGETS[new]}), slowest {slowest * 1e3:.2f} ms "
           f"(budget {BUDGET * 1e3:g}), all found in {sum(found_all)}/{len(found_all)}")
-    assert slowest <= BUDGET + CLOCK_SLACK
     assert all(found_all)
-    assert ratio <= TARGETS[new]
+    if timed:
+        assert slowest <= BUDGET + CLOCK_SLACK
+        assert ratio <= TARGETS[new]
 
 
 def test_budget_bounds_a_hopeless_lookup(benchmark, busy_host):
@@ -237,4 +243,5 @@ def test_budget_bounds_a_hopeless_lookup(benchmark, busy_host):
                                  "ms full_walk (once, after)": round(walk * 1e3, 3)})
     print(f"\nhopeless: finder median {statistics.median(times) * 1e3:.2f} ms, slowest "
           f"{max(times) * 1e3:.2f} ms (budget {BUDGET * 1e3:g}), one full walk {walk * 1e3:.1f} ms")
-    assert max(times) <= BUDGET + CLOCK_SLACK
+    if not benchmark.disabled:
+        assert max(times) <= BUDGET + CLOCK_SLACK

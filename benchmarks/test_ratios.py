@@ -2,6 +2,8 @@
 on a shared machine hits both sides alike. Medians and ratios go to extra_info
 (and are printed with -s); the benchmark's own timing is of the first callable."""
 
+import math
+import socket
 import statistics
 import time
 
@@ -10,8 +12,9 @@ import pytest
 from benchmarks import naive
 from benchmarks.tables import table
 from benchmarks.test_poll import bare_read
-from tcpfast import new_connections, read_snapshot, snapshot
+from tcpfast import new_connections, read_snapshot
 from tcpfast.decode import parsing, pureparse
+from tcpfast.enrich.owners import OwnerFinder
 from tcpfast.watch import Watcher
 
 try:
@@ -80,10 +83,36 @@ def test_p2_poll_against_bare_read(benchmark, live_100k):
                                 ("watch_both", "bare_both"), ("watch_both", "poll_both")])
 
 
+def psutil_parse(psutil) -> set:
+    """What psutil.net_connections("tcp4") does but the walk of every /proc/PID/fd: its
+    own parse of /proc/net/tcp (NetConnections.process_inet, no inode -> pid map),
+    each row made a connection tuple, as net_connections makes them."""
+    from psutil import _common, _pslinux
+    sconn = getattr(_pslinux, "ntp", _common).sconn     # psutil 7 moved it to _ntuples
+    rows = _pslinux.NetConnections.process_inet("/proc/net/tcp", socket.AF_INET,
+                                                socket.SOCK_STREAM, {})
+    return {sconn(*row) for row in rows}
+
+
+def snapshot_with_owners() -> list:
+    """tcpfast's answer to the same question as psutil's walk: every row of the IPv4
+    table with the process holding it (a new OwnerFinder, nothing cached, no budget)."""
+    rows = read_snapshot(families=(4,)).rows
+    return OwnerFinder(budget=math.inf).owners_of(rows)
+
+
 def test_p3_snapshot_against_psutil(benchmark, live_100k):
+    """Like with like: the table's parse against psutil's parse (no fd walk), and the
+    parse with every socket's owner (tcpfast --process's search, from an empty cache)
+    against psutil.net_connections, which walks every process's fds."""
     psutil = pytest.importorskip("psutil")
     benchmark.group = "ratios"
     benchmark.extra_info["rows"] = live_100k
-    medians = interleaved(benchmark, 3, psutil=lambda: psutil.net_connections("tcp4"),
-                          snapshot=snapshot)
-    report(benchmark, medians, [("psutil", "snapshot")])
+    assert len(psutil_parse(psutil)) >= live_100k // 2           # IPv4 only: tcp4's rows
+    medians = interleaved(benchmark, 3,
+                          psutil_parse=lambda: psutil_parse(psutil),
+                          snapshot_tcp=lambda: read_snapshot(families=(4,)),
+                          psutil_with_pids=lambda: psutil.net_connections("tcp4"),
+                          snapshot_with_owners=snapshot_with_owners)
+    report(benchmark, medians, [("psutil_parse", "snapshot_tcp"),
+                                ("psutil_with_pids", "snapshot_with_owners")])

@@ -38,6 +38,7 @@ from .outputs.firewall import (
     Firewall,
     FirewallError,
 )
+from .outputs.notify import Notifier
 from .outputs.printer import EVENT_KINDS, EventPrinter
 from .outputs.writer import LineWriter, OutputError
 from .poller import Poller
@@ -417,12 +418,16 @@ def _coverage(source: Source) -> Coverage:
     return Coverage(source.opened, _warn, hint)
 
 
-def _emitter(printer: EventPrinter, metrics: Metrics | None) -> Callable[[Poll], None]:
-    """Each poll to the printer, then to the metrics when asked."""
+def _emitter(printer: EventPrinter, metrics: Metrics | None,
+             notifier: Notifier | None = None) -> Callable[[Poll], None]:
+    """Each poll to the printer, then to the metrics when asked, then (it is written)
+    to the service manager when NOTIFY_SOCKET asks."""
     def emit(poll: Poll) -> None:
         printer(poll)
         if metrics:
             metrics.record(poll)
+        if notifier:
+            notifier(poll)
     return emit
 
 
@@ -471,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                            show_namespace=args.all_netns, cancelled=lambda: stop.requested)
     poller = Poller(
         Watcher(args.state, skip_existing=args.skip_existing, ephemeral=ephemeral),
-        _emitter(printer, metrics),
+        _emitter(printer, metrics, Notifier.from_environment(_warn)),
         _warn, source=source, read_timeout=read_timeout,
         cancelled=lambda: stop.requested, owners=owners, detector=detector, firewall=firewall,
         destroyed=destroyed, holders=holders, selection=selection,

@@ -5,14 +5,12 @@ the truth the watcher's report is checked against."""
 import os
 import socket
 import struct
-import time
 
 import pytest
 from test_live import FAMILIES
 from watcher_process import WatcherProcess
 
 INTERVAL = 0.2
-LONG = 3 * INTERVAL          # open at least this long: spans one whole poll, whatever the phase
 
 
 class Ledger:
@@ -58,7 +56,7 @@ def test_churn_is_reported_exactly_once_per_connection(af, host, family):
     port = server.getsockname()[1]
     watcher = WatcherProcess("--interval", str(INTERVAL), "--json", "--state", "established")
     try:
-        time.sleep(1.0)                                   # the first poll: everything so far
+        watcher.wait_ready()                              # the first poll: everything so far
         reopen_port = None
         for round_ in range(8):
             # long-lived: stay open across at least one whole poll
@@ -81,13 +79,13 @@ def test_churn_is_reported_exactly_once_per_connection(af, host, family):
                     ledger.record(sock, family, long_lived=True)
                 ledger.open.extend(pairs_reopened)
             ledger.open.extend(s for pair in pairs for s in pair)
-            time.sleep(LONG)
+            watcher.more_polls()                          # open across a whole poll
             if round_ == 4:                               # close the first 4-tuple before reuse
                 for sock in reopen_pair:
                     close_hard(sock)
                     ledger.open.remove(sock)
-                time.sleep(LONG)
-        time.sleep(LONG)
+                watcher.more_polls()                      # a whole poll without it
+        watcher.more_polls()
         assert watcher.stop() < 5
     finally:
         watcher.kill()

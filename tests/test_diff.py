@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import needs_compiled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,7 +11,7 @@ from tcpfast.diff import keys
 
 try:
     from tcpfast.diff import _keys
-except ImportError:                      # a TCPFAST_PURE run without a build
+except ImportError:                      # not built: needs_compiled skips, saying so
     _keys = None
 
 IMPLEMENTATIONS = {"numpy": (keys.match_numpy, keys.duplicates_numpy)}
@@ -182,7 +183,7 @@ def test_strided_input_and_wrong_dtype():
         new_connections(np.zeros(3), rows)
 
 
-@pytest.mark.skipif(_keys is None, reason="compiled modules not built (TCPFAST_PURE run)")
+@needs_compiled
 @pytest.mark.parametrize("order", ["kept", "shuffled"])
 def test_compiled_and_numpy_agree_at_scale(order):
     """Thousands of rows with churn, in kernel order (kept) or not: same answers."""

@@ -172,6 +172,23 @@ class Polls:
         return (rows["local_port"] == self.port) | (rows["remote_port"] == self.port)
 
 
+def wait_for_the_kernel(gone: set[tuple[int, int]],
+                        states: dict[tuple[int, int], str] | None = None) -> None:
+    """Until the sockets at the ``gone`` ends (local port, remote port) are closed (not
+    listed, or listed without an inode) and those of ``states`` are in those states."""
+    wanted = {key: STATE_CODES[name] for key, name in (states or {}).items()}
+    deadline = time.monotonic() + 30
+    while True:
+        rows = snapshot()
+        listed = {(int(r["local_port"]), int(r["remote_port"])): r for r in rows}
+        open_ends = {key for key, row in listed.items() if row["inode"]}
+        if not gone & open_ends and all(key in listed and int(listed[key]["state"]) == code
+                                        for key, code in wanted.items()):
+            return
+        assert time.monotonic() < deadline, f"the kernel did not close {gone & open_ends}"
+        time.sleep(0.01)
+
+
 def ends(rows: np.ndarray) -> set[tuple[int, int]]:
     return {(int(r["local_port"]), int(r["remote_port"])) for r in rows}
 
@@ -205,7 +222,7 @@ def test_closed_connections_are_reported_once_with_durations(sockets):
     close_with_reset(reset[0])                # RST: both sides go
     go.send(True)                             # the child exits holding 3 connections
     child.join(timeout=30)
-    time.sleep(0.2)                           # let the kernel finish the closes
+    wait_for_the_kernel(expected, {(port, fin[1].getpeername()[1]): "CLOSE_WAIT"})
     new, closed, durations = polls()
     assert len(new) == 0
     assert ends(closed) == expected
@@ -222,10 +239,11 @@ def test_closed_connections_are_reported_once_with_durations(sockets):
 def test_a_connection_open_at_the_start_closes_with_unknown_duration(sockets):
     server = sockets.add(listening("127.0.0.1"))
     polls = Polls(server.getsockname()[1])
-    client, _ = sockets.connect(server, server.getsockname())
+    client, accepted = sockets.connect(server, server.getsockname())
     polls()
+    ends_of_both = pair_ends(client, accepted)
     close_with_reset(client)                  # both sides go
-    time.sleep(0.1)
+    wait_for_the_kernel(ends_of_both)
     _, closed, durations = polls()
     assert len(closed) == 2 and np.isnan(durations).all()
 
@@ -237,14 +255,14 @@ def test_the_command_prints_closed_events_and_skips_existing(sockets):
     watcher = WatcherProcess("--interval", "0.2", "--json", "--events", "new,closed",
                              "--skip-existing")
     try:
-        time.sleep(1.0)
+        watcher.wait_ready()                  # the first poll, skipped, holds `before`
         client, accepted = sockets.connect(server, server.getsockname())
         watcher.wait_until(lambda: sum(e["event"] == "new" for e in watcher.events()) >= 2)
-        time.sleep(0.5)
+        watcher.more_polls()                  # open across whole polls
         opened = pair_ends(client, accepted)
         close_with_reset(client)
         watcher.wait_until(lambda: sum(e["event"] == "closed" for e in watcher.events()) >= 2)
-        time.sleep(0.5)
+        watcher.more_polls()                  # more polls: no repeats
         watcher.stop()
     finally:
         watcher.kill()

@@ -122,7 +122,7 @@ def test_a_table_that_vanishes_and_returns(tmp_path):
         (root / "net" / "gone").write_bytes(table(CONNS[:7], 4))  # back, two rows more
         (root / "net" / "gone").rename(tcp)
         watcher.wait_until(lambda: len(watcher.out) >= 7)
-        time.sleep(0.5)                                      # more polls: no repeats
+        watcher.more_polls()                                 # more polls: no repeats
         assert watcher.stop() < 5
     finally:
         watcher.kill()
@@ -159,7 +159,7 @@ def test_a_table_growing_while_it_is_read_stays_bounded(tmp_path):
                              "--proc-root", str(tmp_path))
     try:
         watcher.wait_until(lambda: any("cut short" in line for line in watcher.err))
-        time.sleep(1.5)                                       # several more polls cut short
+        watcher.more_polls(4)                                 # several more polls cut short
         took = watcher.stop()
     finally:
         done.set()

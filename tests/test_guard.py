@@ -1,10 +1,12 @@
 """The suite must prove it tested the compiled module, unless the fallback was asked for."""
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+from conftest import COMPILED_MISSING
 
 import tcpfast
 from tcpfast import backend
@@ -81,16 +83,63 @@ def test_missing_extension_the_command_says_so_in_one_line():
     assert "pure Python: blocked for the test" in version.stdout and version.stderr == ""
 
 
-def test_without_the_compiled_modules_the_suite_fails_and_says_why(tmp_path):
-    """No compiler, no TCPFAST_PURE: the guard fails with its explanation, not a bare
-    ImportError from the test set-up."""
-    code = ("import pytest\nsys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', "
-            f"'--rootdir', {TESTS!r}, {os.path.join(TESTS, 'test_guard.py')!r}, "
-            "'-k', 'compiled_parser_in_use']))")
-    result = run_blocked(code, TCPFAST_TEST_NETNS="host")
+def host_without_compiler(tmp_path, **env: str) -> dict:
+    """An environment in which every Python process (pytest, and each tcpfast it
+    starts) finds no compiled module, as on a host without a C compiler."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_COMPILED)
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    return without_pure(PYTHONPATH=path, TCPFAST_TEST_NETNS="host", **env)
+
+
+def run_suite(environment: dict, *args: str) -> subprocess.CompletedProcess:
+    """pytest on ``args``, without the tests that run pytest themselves (else a suite
+    that does not stop at the guard would run them again, and again)."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-ra",
+                           "--rootdir", TESTS, "-k", "not without_the_compiled_modules", *args],
+                          capture_output=True, text=True, env=environment, timeout=600,
+                          cwd=os.path.dirname(TESTS))
+
+
+def summary(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("selection", [[TESTS], [os.path.join(TESTS, "test_cli.py")]],
+                         ids=["suite", "one file"])
+def test_without_the_compiled_modules_the_suite_fails_once_and_says_why(tmp_path, selection):
+    """No compiler, no TCPFAST_PURE: one failure that says the modules are missing and
+    how to test the fallback; no test runs (each would trip over the fallback's warning
+    on stderr, and a pass would not say which code it tested)."""
+    result = run_suite(host_without_compiler(tmp_path), *selection)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "the compiled modules did not load" in result.stdout
+    assert re.search(r"\b1 failed, \d+ deselected\b", summary(result.stdout)), result.stdout
+    assert " passed" not in summary(result.stdout)
+    failures = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert failures == ["FAILED tests/compiled modules missing - Failed: the compiled modules "
+                        "did not ..."], result.stdout
+    assert ("the compiled modules did not load (blocked for the test), and TCPFAST_PURE is "
+            "not set") in result.stdout
+    assert "TCPFAST_PURE=1 python -m pytest" in result.stdout
     assert "ModuleNotFoundError" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_without_the_compiled_modules_the_fallbacks_suite_passes(tmp_path):
+    """TCPFAST_PURE=1 on that host: the tests that run tcpfast without TCPFAST_PURE
+    allow its fallback warning, and the skips say why without claiming TCPFAST_PURE."""
+    result = run_suite(host_without_compiler(tmp_path, TCPFAST_PURE="1"),
+                       os.path.join(TESTS, "test_guard.py"), os.path.join(TESTS, "test_diff.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    skips = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert skips and all("compiled modules not built (tcpfast.decode._parse: blocked for "
+                         "the test)" in line for line in skips), result.stdout
+
+
+def stderr_besides_fallback(stderr: str) -> list[str]:
+    """stderr's lines but the fallback's warning, which tcpfast adds (rightly) when it
+    runs without TCPFAST_PURE where the compiled modules are missing."""
+    return [line for line in stderr.splitlines()
+            if COMPILED_MISSING is None or "compiled modules unavailable" not in line]
 
 
 @pytest.mark.parametrize("setting,pure", [("1", True), ("yes", True), ("true", True),
@@ -100,7 +149,8 @@ def test_the_pure_setting_means_what_it_says(setting, pure):
     result = subprocess.run([sys.executable, "-c", "from tcpfast import backend; "
                              "print(backend.PURE_REQUESTED)"], capture_output=True, text=True,
                             env=without_pure(TCPFAST_PURE=setting), check=True)
-    assert (result.stdout.strip(), result.stderr) == (str(pure), "")
+    assert result.stdout.strip() == str(pure)
+    assert (result.stderr if pure else stderr_besides_fallback(result.stderr)) in ("", [])
 
 
 def test_a_pure_setting_not_understood_is_said_and_ignored():
@@ -109,8 +159,8 @@ def test_a_pure_setting_not_understood_is_said_and_ignored():
                              sample_root], capture_output=True, text=True,
                             env=without_pure(TCPFAST_PURE="maybe"), timeout=60)
     assert result.returncode == 0
-    assert result.stderr.startswith("tcpfast: TCPFAST_PURE='maybe' is none of")
-    assert len(result.stderr.splitlines()) == 1
+    lines = stderr_besides_fallback(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("tcpfast: TCPFAST_PURE='maybe' is none of")
 
 
 def test_pure_requested_is_silent_and_unaccelerated():

@@ -9,6 +9,9 @@ import sys
 import threading
 import time
 
+import pytest
+from watcher_process import Notifications
+
 from tcpfast.loop import MAX_INTERVAL, StopSignals, run_every
 
 
@@ -98,10 +101,12 @@ def test_watcher_reports_new_loopback_connections_once_and_stops_on_sigterm():
         port = server.getsockname()[1]
         sockets = [socket.create_connection(("127.0.0.1", port))]   # there before the start
         sockets.append(server.accept()[0])
+        notifications = Notifications()
         watcher = subprocess.Popen(
             [sys.executable, "-m", "tcpfast", "--interval", "0.2", "--json",
              "--state", "established"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=notifications.environment())
         try:
             reader = LineReader(watcher.stdout)
             reader.wait_for(lambda e: e["local_port"] == sockets[0].getsockname()[1])
@@ -109,13 +114,14 @@ def test_watcher_reports_new_loopback_connections_once_and_stops_on_sigterm():
             sockets += clients + [server.accept()[0] for _ in clients]
             last = clients[-1].getsockname()[1]
             reader.wait_for(lambda e: (e["local_port"], e["remote_port"]) == (port, last))
-            time.sleep(0.6)                                  # a few more polls: no repeats
+            notifications.wait_polls(notifications.polls + 2)    # more polls: no repeats
             expected = sorted((s.getsockname()[1], s.getpeername()[1]) for s in sockets)
             watcher.send_signal(signal.SIGTERM)
             watcher.wait(timeout=10)
             err = watcher.stderr.read()
         finally:
             watcher.kill()
+            notifications.close()
             for sock in sockets:
                 sock.close()
     assert watcher.returncode == 0, err
@@ -126,34 +132,10 @@ def test_watcher_reports_new_loopback_connections_once_and_stops_on_sigterm():
     assert all(e["uid"] == os.getuid() for e in events if e["local_port"] == port)
 
 
-class CountedStops:
-    """Stops run_every after ``polls`` polls; sleeps for real in between."""
-
-    def __init__(self, polls: int) -> None:
-        self.left = polls
-        self.requested = False
-
-    def wait(self, seconds: float) -> bool:
-        self.left -= 1
-        if self.left <= 0:
-            return True
-        time.sleep(seconds)
-        return False
-
-
-def test_a_hundred_real_polls_do_not_drift():
+def test_a_hundred_polls_do_not_drift():
     """Each poll costs 5 ms of a 20 ms interval: a loop sleeping a fixed interval
-    after each poll would end 500 ms late; on the schedule, lateness stays flat
-    (the bound leaves room for a busy shared machine)."""
-    interval, starts = 0.020, []
-
-    def poll():
-        starts.append(time.monotonic())
-        time.sleep(0.005)
-
-    run_every(interval, poll, CountedStops(100))
-    lateness = [start - (starts[0] + k * interval) for k, start in enumerate(starts)]
-    assert len(starts) == 100
-    assert min(lateness) >= 0
-    first, last = sorted(lateness[:20])[10], sorted(lateness[-20:])[10]
-    assert last - first < 2 * interval, f"lateness grew from {first:.4f} s to {last:.4f} s"
+    after each poll would end 500 ms late; on the schedule every poll starts on its
+    tick. (Real sleeps, timed: benchmarks/test_loop.py.)"""
+    fake = FakeTime([0.005] * 100)
+    run_every(0.020, fake.poll, fake, clock=fake.clock)
+    assert fake.poll_starts == pytest.approx([1000.0 + k * 0.020 for k in range(100)], abs=1e-9)

@@ -18,7 +18,6 @@ from tcpfast.sources import netlink_events
 from tcpfast.sources.netlink import NetlinkSource
 from tcpfast.watch import Watcher
 
-INTERVAL = 0.2
 ROUNDS = 5
 PER_ROUND = 40            # connections opened and closed between two polls
 
@@ -62,6 +61,15 @@ def short_lived(server: socket.socket, af: int, host: str) -> list[tuple]:
     return opened
 
 
+def wait_heard(events, keys: list[tuple]) -> None:
+    """Until ``events`` holds, not drained yet, the destroy event of every socket of
+    ``keys`` (the kernel sends one once a socket is freed, so it is out of the table)."""
+    deadline = time.monotonic() + 30
+    while missing := set(keys) - set(row_keys(events._rows[:events._count])):
+        assert time.monotonic() < deadline, f"not heard of {len(missing)} of {len(keys)} sockets"
+        time.sleep(0.01)
+
+
 def poll(events, source, watcher):
     """One poll as the loop does it: read, drain, update with the destroyed."""
     snapshot = source.read()
@@ -89,14 +97,15 @@ def test_connections_between_polls_are_each_reported_once_by_destroy_events(af, 
         poll(events, source, watcher)
         started = time.time()
         for _ in range(ROUNDS):
-            for _ in range(PER_ROUND):
-                ledger += short_lived(server, af, host)
-            time.sleep(INTERVAL)
+            this_round = [key for _ in range(PER_ROUND) for key in short_lived(server, af, host)]
+            ledger += this_round
+            wait_heard(events, this_round)
             short, result = poll(events, source, watcher)
             polled_ours += int(about(port, result.snapshot.rows).sum()) - 1   # not the listener
             assert not about(port, result.new.rows).any() and not len(result.closed)
-            new_and_closed += row_keys(short.rows)
-            closed_at += short.times.tolist()
+            ours = about(port, short.rows)       # not a socket of an earlier test, freed late
+            new_and_closed += row_keys(short.rows[ours])
+            closed_at += short.times[ours].tolist()
             assert set(short.rows["state"].tolist()) <= {7}                 # CLOSE
         assert events.lost == 0 and events.malformed == 0
     server.close()
@@ -168,16 +177,16 @@ def test_cli_reports_connections_between_polls_once_as_new_and_closed():
                              "--events", "new,closed")
     ledger: list[tuple] = []
     try:
-        time.sleep(1.0)
+        watcher.wait_ready()                 # the baseline: the listener
         started = time.time()
         for _ in range(4):
             for _ in range(10):
                 ledger += short_lived(server, socket.AF_INET, "127.0.0.1")
-            time.sleep(0.5)
+            watcher.more_polls(1)            # these between two polls
         watcher.wait_until(lambda: len([e for e in watcher.events()
                                         if port in (e["local_port"], e["remote_port"])])
                            >= len(ledger))
-        time.sleep(1.0)
+        watcher.more_polls()                 # more polls: none reported again
         assert watcher.stop() < 5
     finally:
         watcher.kill()
@@ -225,7 +234,7 @@ def test_a_connect_scan_between_polls_is_detected_through_destroy_events():
     watcher = WatcherProcess("--source", "netlink", "--interval", "0.5", "--json",
                              "--skip-existing", "--scan-local")
     try:
-        time.sleep(1.2)
+        watcher.wait_ready()                 # the listeners are the baseline; detection is on
         for server in servers:
             probe = socket.socket()
             probe.bind(("127.0.0.9", 0))

@@ -1,11 +1,14 @@
 """Output that survives what busy hosts do to it: signals while the reader is slow,
 full disks, a closed stdout, a reader that goes away, and stops during start-up."""
 
+import fcntl
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 
@@ -25,6 +28,32 @@ def big_root(tmp_path_factory):
     return proc_root(tmp_path_factory.mktemp("big"), table(CONNS, 4))
 
 
+def blocked_in_a_full_pipe(pid: int, read_end: int) -> bool:
+    """``pid`` sleeps in a write to the pipe of ``read_end``, which is full: the
+    pipe holds its capacity and the process sleeps where the kernel writes pipes
+    (wchan, where the kernel shows it: "0" when it hides it)."""
+    held = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0]
+    with open(f"/proc/{pid}/stat") as stat:
+        state = stat.read().rpartition(")")[2].split()[0]
+    with open(f"/proc/{pid}/wchan") as wchan:
+        where = wchan.read()
+    return (held >= fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) and state == "S"
+            and (where == "0" or "pipe_write" in where))
+
+
+def signals_pending(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as status:
+        masks = dict(line.split(":\t", 1) for line in status.read().splitlines() if ":\t" in line)
+    return any(int(masks[name], 16) for name in ("SigPnd", "ShdPnd"))
+
+
+def wait_for_state(condition, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_while_the_reader_is_slow_cuts_no_line(big_root, signum):
     """The Dockerfile runs with PYTHONUNBUFFERED=1: a signal that interrupts a
@@ -38,9 +67,12 @@ def test_a_stop_while_the_reader_is_slow_cuts_no_line(big_root, signum):
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     os.close(write_end)
     try:
-        time.sleep(1.0)                         # it formats, fills the pipe, blocks in write()
-        watcher.send_signal(signum)
-        time.sleep(0.5)                         # the reader is slow: the signal lands mid-write
+        wait_for_state(lambda: blocked_in_a_full_pipe(watcher.pid, read_end),
+                       "it fills the pipe and blocks in write()")
+        watcher.send_signal(signum)             # the reader is slow: the signal lands mid-write
+        wait_for_state(lambda: not signals_pending(watcher.pid)
+                       and blocked_in_a_full_pipe(watcher.pid, read_end),
+                       "the signal is taken and the write goes on")
         with os.fdopen(read_end, "rb") as reader:
             data = reader.read()                # ... then reads it all
         watcher.wait(timeout=60)
@@ -188,7 +220,7 @@ def test_a_short_interval_misses_nothing(slow_table):
     watcher = WatcherProcess("--interval", "0.1", "--json", "--proc-root", str(root))
     try:
         watcher.wait_until(lambda: len(watcher.out) >= 200)
-        time.sleep(1.0)                                     # more polls: nothing repeated
+        watcher.more_polls()                                # more polls: nothing repeated
         watcher.stop()
     finally:
         watcher.kill()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import pwd
@@ -32,11 +31,12 @@ GENEROUS_BUDGET = 30.0
 
 # A child that names itself (PR_SET_NAME) and then, one stdin command at a time,
 # opens connections or closes them, answering each command with a JSON line:
-# "connect HOST PORT N" -> [[inode, fd], ...]; "close INODE" -> [].
+# "connect HOST PORT N" -> [[inode, fd], ...]; "close INODE" -> [];
+# "files N" (N more fds open, on /dev/null) -> [].
 CHILD = textwrap.dedent("""
     import ctypes, json, os, socket, sys
     ctypes.CDLL(None, use_errno=True).prctl(15, sys.argv[1].encode(), 0, 0, 0)
-    held = {}
+    held, files = {}, []
     for line in sys.stdin:
         command, *args = line.split()
         answer = []
@@ -48,6 +48,8 @@ CHILD = textwrap.dedent("""
                 answer.append([inode, sock.fileno()])
         elif command == "close":
             held.pop(int(args[0])).close()
+        elif command == "files":
+            files += [os.open(os.devnull, os.O_RDONLY) for _ in range(int(args[0]))]
         print(json.dumps(answer), flush=True)
 """)
 
@@ -78,6 +80,9 @@ class Child:
 
     def close(self, inode: int) -> None:
         self._ask(f"close {inode}")
+
+    def open_files(self, count: int) -> None:
+        self._ask(f"files {count}")
 
     def exit(self) -> None:
         self.process.stdin.close()
@@ -211,22 +216,45 @@ class StepClock:
         return float(self.now)
 
 
+def lookups_enough(budget: int) -> int:
+    """How many lookups of ``budget`` steps a search that always progresses needs, at most,
+    to read every fd table on this host once (every process is new to a new finder): each
+    lookup spends at least half its steps reading links, a handful on its own overhead."""
+    fds = processes = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            processes += 1
+            try:
+                fds += len(os.listdir(f"/proc/{name}/fd"))
+            except OSError:
+                continue
+    return 2 * (fds + processes) // budget + 100
+
+
+def find_in_small_lookups(finder: OwnerFinder, clock: StepClock, budget: int, inodes: list[int],
+                          between=lambda: None) -> dict[int, Owner]:
+    """Look ``inodes`` up again and again, each lookup ``budget`` steps, until all are found
+    or a search that always progresses would have found them; ``between`` runs after each."""
+    found: dict[int, Owner] = {}
+    for _ in range(lookups_enough(budget)):
+        started = clock.now
+        result = finder.find([inode for inode in inodes if inode not in found])
+        assert clock.now - started <= budget + 3       # the first look past the deadline ends it
+        found.update(result)
+        if len(found) == len(inodes):
+            break
+        between()
+    return found
+
+
 def test_small_budgets_stop_early_never_wrong_and_resume(start_child, server):
     """Each lookup stops after a few hundred steps; answers stay right and later lookups go on."""
     child = start_child("tf8-budget")
     inodes = child.connect(server, 20)
     clock = StepClock()
     finder = OwnerFinder(budget=300, use_fd_counts=FD_COUNTS, clock=clock)
-    found: dict[int, Owner] = {}
-    for lookups in itertools.count(1):
-        started = clock.now
-        result = finder.find([inode for inode in inodes if inode not in found])
-        assert clock.now - started <= 300 + 3         # the first look past the deadline ends it
-        assert all(owner == Owner(child.pid, "tf8-budget") for owner in result.values())
-        found.update(result)
-        if len(found) == len(inodes) or lookups == 5_000:
-            break
-    assert len(found) == len(inodes)
+    found = find_in_small_lookups(finder, clock, 300, inodes)
+    assert found == {inode: Owner(child.pid, "tf8-budget") for inode in inodes}
     assert OwnerFinder(budget=0).find(inodes) == {}
 
 
@@ -247,6 +275,49 @@ def test_a_cancelled_lookup_ends_at_its_next_look_and_a_later_one_goes_on(start_
     assert all(everything[inode] == owner for inode, owner in found.items())   # ... never wrong
     assert finder.find(everything.keys() - found.keys()) == {
         inode: owner for inode, owner in everything.items() if inode not in found}
+
+
+def started_before(start_child, target: str, *names: str) -> tuple[list[Child], Child]:
+    """Processes ``names``, then ``target``: a lower pid each, searched first (unless pids wrap)."""
+    before = [start_child(name) for name in names]
+    after = start_child(target)
+    if any(child.pid > after.pid for child in before):
+        pytest.skip("pids wrapped between the test's processes: the order it needs is not there")
+    return before, after
+
+
+def test_a_table_longer_to_list_than_a_lookup_does_not_stop_the_search(start_child, server):
+    """A process holding more fds than one lookup's budget can list (a look at the clock per
+    64 names): a lookup that resumes must get past it to the process after it."""
+    budget = 200
+    [big], child = started_before(start_child, "tf8-after-big", "tf8-big")
+    big.open_files(budget * 64 + 1_000)
+    inodes = child.connect(server, 5)
+    clock = StepClock()
+    finder = OwnerFinder(budget=budget, use_fd_counts=FD_COUNTS, clock=clock)
+    found = find_in_small_lookups(finder, clock, budget, inodes)
+    assert found == {inode: Owner(child.pid, "tf8-after-big") for inode in inodes}
+
+
+@pytest.mark.skipif(not FD_COUNTS, reason="st_size of /proc/PID/fd is 0 on this kernel (fd "
+                    "counts need Linux 6.2+): a table that changes is not read again")
+def test_tables_that_change_between_lookups_do_not_stop_the_search(start_child, server):
+    """Two processes whose fd count changes after every lookup (each is listed again), each
+    listable within one budget but not both: a lookup that resumes must get past them."""
+    budget = 200
+    churning, child = started_before(start_child, "tf8-after-churn", "tf8-churn-a", "tf8-churn-b")
+    for process in churning:
+        process.open_files(budget * 64 * 3 // 5)
+    inodes = child.connect(server, 5)
+    clock = StepClock()
+    finder = OwnerFinder(budget=budget, use_fd_counts=True, clock=clock)
+
+    def churn() -> None:
+        for process in churning:
+            process.open_files(1)
+
+    found = find_in_small_lookups(finder, clock, budget, inodes, between=churn)
+    assert found == {inode: Owner(child.pid, "tf8-after-churn") for inode in inodes}
 
 
 def test_the_first_lookup_has_its_own_budget(start_child, server):

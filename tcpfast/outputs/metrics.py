@@ -69,9 +69,9 @@ class Metrics:
         self.malformed = Counter("tcpfast_malformed_rows", "Rows of /proc/net/tcp* that "
                                  "could not be parsed and were skipped.",
                                  registry=self.registry)
-        self.cut_short = Counter("tcpfast_cut_short_polls", "Polls whose read hit the "
-                                 "interval and stopped early (rows past it unseen).",
-                                 registry=self.registry)
+        self.cut_short = Counter("tcpfast_cut_short_polls", "Polls whose read --read-timeout "
+                                 "cut short (rows past the cut are reported by a later poll "
+                                 "that reaches them).", registry=self.registry)
         self.polls = Counter("tcpfast_polls", "Polls done.", registry=self.registry)
         self.kernel_opened = Counter(
             "tcpfast_kernel_opened_connections", "Sockets the kernel's TCP counters say were "
