@@ -91,6 +91,8 @@ class Poller:
 
     def poll(self) -> Poll:
         """Read, diff, emit; OSError from the read propagates (the caller decides)."""
+        if self._coverage is not None:
+            self._coverage.sample()
         snapshot = self.read()
         # Drained after the read: every socket destroyed before it is heard of now, so a
         # socket the read did not list (gone already) is never left for a later poll.

@@ -41,6 +41,13 @@ _NOT_YET_OPEN = np.array([STATE_CODES["LISTEN"], *_HANDSHAKE], dtype=np.uint8)
 #: (TIME_WAIT, a FIN_WAIT2 minisocket, an orphan its process closed).
 _QUEUED = np.array([_ESTABLISHED, STATE_CODES["CLOSE_WAIT"], STATE_CODES["SYN_RECV"]],
                    dtype=np.uint8)
+#: States of an orphan: a socket its process closed, still a full socket in the kernel,
+#: whose destroy event comes when it goes. A timewait entry (TIME_WAIT, or FIN_WAIT2
+#: as its substate) is not one: the socket was destroyed when it was made; its rows
+#: say so by their timer (3, the timewait timer, in /proc and in sock_diag alike).
+_ORPHANED = np.array([STATE_CODES[name] for name in ("FIN_WAIT1", "FIN_WAIT2", "CLOSING",
+                                                     "LAST_ACK")], dtype=np.uint8)
+_TIMEWAIT_TIMER = 3
 #: A socket's min RTT before any segment was acknowledged: a connect never answered.
 _NO_RTT = 0xFFFFFFFF
 #: Polls a destroyed socket's info waits for the closed event of the row it was.
@@ -120,7 +127,10 @@ class Watcher:
     - Closed: a connection seen with a socket inode whose socket is gone: its
       key is absent, or listed only without an inode (TIME_WAIT after an active
       close; FIN_WAIT2 once its owner exited). Reported once, with how long it
-      was seen open; only for connections that were reported.
+      was seen open; only for connections that were reported. With destroy events
+      (``destroyed``), an orphan (FIN_WAIT1, FIN_WAIT2, CLOSING or LAST_ACK without
+      an inode and not a timewait entry: its process closed it, the kernel has not
+      yet) is still open: it closes when it goes, with what its destroy event said.
     - A poll cut short (``snapshot.complete`` false) may lack rows of live
       connections: they stay in the baseline and none of them is closed; the
       next poll that lists a connection it did not see reports it.
@@ -207,12 +217,15 @@ class Watcher:
         opened[seen] = np.isin(before.rows["state"][index[seen]], _HANDSHAKE)
         established = int((opened & past).sum())
 
-        holding = _holds_a_socket(rows)
+        # With destroy events an orphan still holds its socket: it is closed when it goes
+        # (its destroy event has what it carried), not when its process let it go.
+        orphans = destroyed is not None
+        holding = _holds_a_socket(rows, orphans)
         listed = np.zeros(len(before.rows), dtype=bool)      # some row of this poll is it
         listed[index[seen]] = True
         alive = np.zeros(len(before.rows), dtype=bool)       # ... and still has a socket
         alive[index[seen & holding]] = True
-        ended = ~alive & _holds_a_socket(before.rows)
+        ended = ~alive & _holds_a_socket(before.rows, orphans)
         if snapshot.complete and not snapshot.unread:
             self._known = current
         else:           # what the read did not reach is still open, as far as we know
@@ -339,9 +352,13 @@ def _identity(rows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     return index
 
 
-def _holds_a_socket(rows: np.ndarray) -> np.ndarray:
-    """Which rows are a live socket or handshake (not what is left of a closed one)."""
-    return (rows["inode"] != 0) | np.isin(rows["state"], _QUEUED)
+def _holds_a_socket(rows: np.ndarray, orphans: bool = False) -> np.ndarray:
+    """Which rows are a live socket or handshake (not what is left of a closed one);
+    ``orphans``: an orphaned socket counts as one."""
+    holding = (rows["inode"] != 0) | np.isin(rows["state"], _QUEUED)
+    if orphans:
+        holding |= np.isin(rows["state"], _ORPHANED) & (rows["timer"] != _TIMEWAIT_TIMER)
+    return holding
 
 
 def _was_established(rows: np.ndarray, info: np.ndarray) -> np.ndarray:

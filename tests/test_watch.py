@@ -4,8 +4,9 @@ import numpy as np
 from test_diff import rows_of
 
 from tcpfast.enrich.owners import Owner
-from tcpfast.schema import STATE_CODES
+from tcpfast.schema import CLOSE_INFO_DTYPE, KNOWN_BYTES_SENT, STATE_CODES
 from tcpfast.sources import Snapshot
+from tcpfast.sources.netlink_events import Destroyed
 from tcpfast.watch import Watcher
 
 EST, SYN_RECV, TIME_WAIT = STATE_CODES["ESTABLISHED"], STATE_CODES["SYN_RECV"], STATE_CODES["TIME_WAIT"]
@@ -138,3 +139,42 @@ def test_owners_of_closed_connections_are_forgotten():
                 poll.closed.rows["inode"].tolist()
         assert watcher.owners_held <= 1024 + 10
     assert watcher.owners_held <= 1024 + 10 and len(poll.closed) == 10
+
+
+def test_with_destroy_events_an_orphan_is_open_until_it_goes():
+    """A socket its process closed (FIN_WAIT1 without an inode) is still the kernel's:
+    with destroy events it is new when first listed, and closed when it goes, with what
+    its destroy event said it carried; without them (/proc), what has no inode never
+    closes anything (it may be what is left of a closed one)."""
+    established, fin_wait1 = rows_of([conn(50000, 7), conn(50000, 0, STATE_CODES["FIN_WAIT1"])])
+    orphan, other = rows_of([conn(50001, 0, STATE_CODES["FIN_WAIT1"]),
+                             conn(50002, 0, STATE_CODES["FIN_WAIT1"])])
+    established["cookie"] = fin_wait1["cookie"] = 10
+    orphan["cookie"], other["cookie"] = 11, 12
+    timewait = rows_of([conn(50003, 0, STATE_CODES["FIN_WAIT2"])])[0]     # not an orphan
+    timewait["timer"] = 3
+    gone = rows_of([conn(50000, 0, STATE_CODES["CLOSE"]), conn(50001, 0, STATE_CODES["CLOSE"])])
+    gone["cookie"] = [10, 11]
+    info = np.zeros(2, dtype=CLOSE_INFO_DTYPE)
+    info["bytes_sent"], info["known"] = [1000, 1234], KNOWN_BYTES_SENT
+    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
+
+    def polls(*snapshots, events=True):
+        watcher = Watcher(skip_existing=True)
+        watcher.update(Snapshot(rows_of([])), 0.0, nothing if events else None)
+        return [watcher.update(Snapshot(np.array(rows, dtype=established.dtype)), float(at),
+                               heard if events else None)
+                for at, (rows, heard) in enumerate(snapshots, start=1)]
+    first, second, third = polls(([established, orphan, other, timewait], nothing),
+                                 ([fin_wait1, orphan, other, timewait], nothing),
+                                 ([other], Destroyed(gone, np.array([2.5, 2.5]), info)))
+    assert first.new.rows["local_port"].tolist() == [50000, 50001, 50002, 50003]
+    assert len(second.closed) == 0                       # the orphan of 50000 is still open
+    assert third.closed.rows["local_port"].tolist() == [50000, 50001]      # not 50002
+    assert third.closed.info["bytes_sent"].tolist() == [1000, 1234]
+    assert third.closed.duration.tolist() == [2.0, 2.0]
+    assert len(third.new_and_closed) == 0
+    first, second, third = polls(([established, orphan, other], None), ([fin_wait1, orphan], None),
+                                 ([], None), events=False)
+    assert second.closed.rows["local_port"].tolist() == [50000]            # /proc's rule
+    assert len(third.closed) == 0

@@ -7,11 +7,16 @@ of those it saw (``Poll.established``: listed past the handshake for the first
 time, or heard of destroyed). What the kernel counted and no poll saw was
 missed: a connection that opened and closed between two polls leaves nothing
 in a table (but the TIME_WAIT row of the side that closed first, which the
-watcher counts). The first poll is the baseline. How exact the estimate is:
-the counters count a connect() when its SYN is sent and take a failure away
-when it fails, so handshakes in flight at a poll make one poll's count off by
-them (and the next's, the other way): missed is never negative, a poll's
-excess is not carried over.
+watcher counts). The first poll is the baseline.
+
+The counters are sampled just before each poll's read (``sample``), so what the
+read lists and the destroy events drained after it may run ahead of the
+kernel's count: a socket opened between the sample and the read is seen at
+this poll and counted by the kernel at the next. What a poll saw beyond the
+kernel's count is carried to the next poll (at most what that poll saw), so
+churn alone never reads as a miss. Handshakes in flight make one poll's count
+off by them too (a connect() counts when its SYN is sent, and is taken back
+if it fails); missed is never negative.
 """
 
 from __future__ import annotations
@@ -42,29 +47,37 @@ class Coverage:
         self._opened = opened
         self._warn = warn
         self._hint = hint
+        self._total: int | None = None   # sampled before this poll's read
         self._last: int | None = None
+        self._ahead = 0                  # seen by the last poll, not yet counted by the kernel
         self._missing = False           # in a run of polls that missed
         self._broken = False            # the counters cannot be read: said, given up
         self.opened = 0
         self.missed = 0
 
-    def count(self, established: int) -> Counted | None:
-        """This poll's count (None: the baseline, or no counters)."""
+    def sample(self) -> None:
+        """Read the kernel's running total: call it just before each poll's read."""
         if self._broken:
-            return None
+            return
         try:
-            total = self._opened()
+            self._total = self._opened()
         except (OSError, ValueError) as error:
             self._broken = True
+            self._total = None
             self._warn(f"cannot count the connections missed between polls: {error}")
-            return None
-        if total is None:
+
+    def count(self, established: int) -> Counted | None:
+        """This poll's count against the last sample (None: the baseline, or no counters)."""
+        total, self._total = self._total, None
+        if self._broken or total is None:
             return None
         last, self._last = self._last, total
         if last is None:
             return None
         opened = max(0, total - last)
-        missed = max(0, opened - established)
+        seen = established + self._ahead
+        missed = max(0, opened - seen)
+        self._ahead = min(max(0, seen - opened), established)
         self.opened += opened
         self.missed += missed
         if missed > SAY_ABOVE * opened:
