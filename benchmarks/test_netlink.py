@@ -29,7 +29,7 @@ from tcpfast import CONNECTION_DTYPE, new_connections
 from tcpfast.decode import netlink_pure
 from tcpfast.decode.netlink_pure import INET_DIAG_INFO
 from tcpfast.filters.states import ALL_STATES_MASK
-from tcpfast.schema import CLOSE_INFO_DTYPE
+from tcpfast.schema import CLOSE_INFO_DTYPE, STATE_CODES, TIMEWAIT_TIMER
 from tcpfast.sources import proc, sockdiag
 from tcpfast.sources.base import stop_reading_at
 from tcpfast.sources.netlink import NetlinkSource
@@ -181,7 +181,10 @@ def test_n4_tcp_info_costs_only_who_asks(benchmark, live_90k):
         listed = decode(plain, plain_seq, info)
         assert listed >= rows and not info["known"][:listed].any()        # none unasked
         listed = decode(with_info, info_seq, info)
-        assert listed >= rows and (info["known"][:listed] != 0).all()     # one each
+        # One each, but for what has no tcp_info: a timewait entry, a pending handshake.
+        full = ((out["timer"][:listed] != TIMEWAIT_TIMER)
+                & (out["state"][:listed] != STATE_CODES["SYN_RECV"]))
+        assert listed >= rows and full.sum() >= rows // 2 and (info["known"][:listed][full] != 0).all()
         benchmark.extra_info["reply_bytes plain"] = sum(map(len, plain))
         benchmark.extra_info["reply_bytes with_info"] = sum(map(len, with_info))
         medians = interleaved(

@@ -25,7 +25,7 @@ from .events import (
     Poll,
     RowEvents,
 )
-from .schema import CLOSE_INFO_DTYPE, KNOWN_MIN_RTT, STATE_CODES
+from .schema import CLOSE_INFO_DTYPE, KNOWN_MIN_RTT, STATE_CODES, TIMEWAIT_TIMER
 from .sources import Snapshot
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ _QUEUED = np.array([_ESTABLISHED, STATE_CODES["CLOSE_WAIT"], STATE_CODES["SYN_RE
 #: say so by their timer (3, the timewait timer, in /proc and in sock_diag alike).
 _ORPHANED = np.array([STATE_CODES[name] for name in ("FIN_WAIT1", "FIN_WAIT2", "CLOSING",
                                                      "LAST_ACK")], dtype=np.uint8)
-_TIMEWAIT_TIMER = 3
 #: A socket's min RTT before any segment was acknowledged: a connect never answered.
 _NO_RTT = 0xFFFFFFFF
 #: Polls a destroyed socket's info waits for the closed event of the row it was.
@@ -357,7 +356,7 @@ def _holds_a_socket(rows: np.ndarray, orphans: bool = False) -> np.ndarray:
     ``orphans``: an orphaned socket counts as one."""
     holding = (rows["inode"] != 0) | np.isin(rows["state"], _QUEUED)
     if orphans:
-        holding |= np.isin(rows["state"], _ORPHANED) & (rows["timer"] != _TIMEWAIT_TIMER)
+        holding |= np.isin(rows["state"], _ORPHANED) & (rows["timer"] != TIMEWAIT_TIMER)
     return holding
 
 
