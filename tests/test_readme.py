@@ -110,3 +110,34 @@ def test_every_json_example_of_a_connection_has_the_keys_tcpfast_prints():
         events = RowEvents(example["event"], rows, np.zeros(1, np.uint8), duration)
         printed = json.loads(json_lines(events, datetime.now(timezone.utc))[0])
         assert list(example) == list(printed), example
+
+
+def options_block() -> str:
+    section = README.read_text().split("## Options", 1)[1]
+    return re.search(r"```\n(options:\n.*?)```", section, re.S).group(1)
+
+
+def test_the_options_block_is_what_help_prints():
+    """README's options are `tcpfast --help` at 80 columns, from `options:` to the end."""
+    help_text = subprocess.run([sys.executable, "-m", "tcpfast", "--help"], capture_output=True,
+                               text=True, check=True, env={"COLUMNS": "80", "PATH": "/usr/bin"}
+                               ).stdout
+    assert options_block() == help_text[help_text.index("options:\n"):]
+
+
+def test_the_module_map_names_every_module():
+    """"How it works" has a row for every module of the package (a package's
+    ``__init__`` only where it does more than name what its modules hold)."""
+    section = README.read_text().split("## How it works", 1)[1].split("\n## ", 1)[0]
+    package = README.parent / "tcpfast"
+    named = set()
+    for cell in re.findall(r"^\| `([^|]+)` \|", section, re.M):
+        paths = [path.strip(" `") for path in cell.split(",")]
+        folder = str(Path(paths[0]).parent)
+        named |= {path if "/" in path else f"{folder}/{path}" for path in paths}
+    modules = {str(path.relative_to(README.parent)) for pattern in ("*.py", "*.pyx", "*.pxd")
+               for path in package.rglob(pattern)
+               if path.name not in ("__init__.py", "__main__.py")} | {"tcpfast/sources/__init__.py"}
+    assert sorted(modules - named) == []
+    assert sorted(named - modules) == []
+
