@@ -164,9 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tcpfast",
         description="Report every new TCP connection on this host, one line each. "
-                    "Reads /proc/net/tcp and /proc/net/tcp6 every INTERVAL seconds; "
-                    "the first poll lists every current connection (unless "
-                    "--skip-existing), later polls only what is new since the poll before.",
+                    "Reads the kernel's TCP tables (/proc/net/tcp and tcp6, or its "
+                    "sock_diag dump with --source netlink) every INTERVAL seconds; the "
+                    "first poll lists every current connection (unless --skip-existing), "
+                    "later polls only what is new since the poll before, and what opened "
+                    "and closed in between where the source can tell.",
         epilog="Exit status: 0 when stopped while watching (SIGINT/SIGTERM), after --once, "
                "or when the reader of the output has gone (| head); 1 when --once was cut "
                "short by --read-timeout; 2 for a usage error (options that rule each other "
