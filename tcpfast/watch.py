@@ -262,13 +262,15 @@ class Watcher:
         Each destroyed socket is the first of: a row of this read that still has its
         socket (destroyed since the read: its info waits for the next poll's closed
         event); a TIME_WAIT row found now (``late``: reported as the destroyed socket,
-        with what it carried); a row of the last poll (closed now: its info goes with
+        with what it carried); a TIME_WAIT row an earlier poll listed (its event came
+        after that poll: under load the kernel sends them from a work queue; nothing
+        more); a row of the last poll (closed now: its info goes with
         the closed event); a connection closed at the last poll (its event came late:
         nothing more); or a connection no poll listed (new_and_closed, if it was ever
         established).
         """
         gone, times, carried = destroyed
-        at_now = keys.same_socket(gone, rows, by_key=late)
+        at_now = keys.same_socket(gone, rows, by_key=rows["state"] == _TIME_WAIT)
         at_before = keys.same_socket(gone, before.rows)
         at_vanished = keys.same_socket(gone, vanished.rows)
         now_alive = at_now >= 0
@@ -292,7 +294,7 @@ class Watcher:
                     info[at] = record
         self._forget_waiting()
         # Opened and closed since the last poll, and no poll listed them.
-        unheard = ~now_alive & ~now_late & (at_before < 0) & (at_vanished < 0)
+        unheard = (at_now < 0) & (at_before < 0) & (at_vanished < 0)
         unheard &= _was_established(gone, carried) & self._short_lived_chosen
         absorbed = np.zeros(len(rows), dtype=bool)
         absorbed[at_now[now_late]] = True
