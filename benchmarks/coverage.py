@@ -398,14 +398,15 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
         burst_done.stderr = [text for text in tcpfast.stderr if EVENTS_LOST_LINE in text]
     polls = [first.received + k * interval
              for k in range(int((time.time() - first.received) / interval) + 2)]
-    verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, ignored, interval, polls)
+    verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, ignored, interval, polls,
+                               first.event["time"])
     try:
         if truth == "ledger":
             raise tracepoint.TraceLost("the ledger was asked for")
         truth_used = prove_whole(trace.trace, ledger, verdicts, sampler.samples)
         if truth_used != "the tracepoint":          # closes filled in: judged again
             verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, ignored,
-                                       interval, polls)
+                                       interval, polls, first.event["time"])
     except tracepoint.TraceLost as error:
         if truth == "tracepoint":
             raise
@@ -416,7 +417,8 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
                                        f"probe {PROBE_SOCKETS}), the TCP counters say {opened} "
                                        "opened") from None
         truth_used = f"the ledger (the tracepoint's is incomplete: {error})"
-        verdicts, phantoms = judge(traced, ledger, tcpfast.lines, ignored, interval, polls)
+        verdicts, phantoms = judge(traced, ledger, tcpfast.lines, ignored, interval, polls,
+                               first.event["time"])
     return Run(source, command, verdicts, phantoms, tcpfast.stderr, sampler.samples,
                sorted(item.established for item in trace.sockets), polls, ledger,
                tcpfast.lines, trace.trace.recursion_misses, truth_used,
@@ -478,10 +480,11 @@ def _ledger_close(opened: lifetimes.Opened, side: str) -> tuple[str, float | Non
 
 
 def judge(trace: tracepoint.Trace, ledger: lifetimes.Ledger, lines: list[Line],
-          ignored: set[int], interval: float, polls: list[float]
+          ignored: set[int], interval: float, polls: list[float], first_poll: str
           ) -> tuple[list[Verdict], list[Line]]:
     """Each load socket's verdict, and the lines that match no socket (but those about
-    the ``ignored`` ports: the probe's, the burst's)."""
+    the ``ignored`` ports: the probe's, the burst's; and the ``new`` lines of the first
+    poll, at time ``first_poll``: what was there before, a last run's TIME_WAIT rows)."""
     listeners = {(opened.family, *opened.server) for opened in ledger.connections
                  if opened.server is not None}
     planned = collections.defaultdict(list)
@@ -506,6 +509,8 @@ def judge(trace: tracepoint.Trace, ledger: lifetimes.Ledger, lines: list[Line],
         if event["event"] not in ("new", "new_and_closed", "closed"):
             continue                        # port scans, blocks: not a connection's line
         if ignored & {event["local_port"], event["remote_port"]} or event["state"] == "LISTEN":
+            continue
+        if event["event"] == "new" and event["time"] == first_poll:
             continue
         verdict = _match(line, by_key, interval)
         if verdict is None:
