@@ -759,6 +759,9 @@ def main(argv: list[str] | None = None) -> int:
             except tracepoint.TraceLost as error:
                 print(f"coverage: the ground truth of attempt {attempt} is incomplete "
                       f"({error})", file=sys.stderr)
+            except RuntimeError as error:           # the load, tcpfast or the burst failed
+                print(f"coverage: {error}", file=sys.stderr)
+                return 1
         else:
             print(f"coverage: no complete ground truth in {args.attempts} attempts",
                   file=sys.stderr)
