@@ -498,3 +498,36 @@ def test_proc_reports_a_connection_it_saw_only_in_time_wait_as_new_and_closed(se
     assert not (first.new.rows["local_port"] == port).any()
     assert not (second.new_and_closed.rows["local_port"] == port).any()   # once
     assert first.established >= 1
+
+
+def test_a_time_wait_row_a_read_lists_after_its_destroy_event_is_reported_once(server):
+    """Opened and closed between a poll's read and its drain (the read began before the
+    close): the drain hears of both sockets, the next read lists the client's TIME_WAIT
+    row (seen in the coverage measurement under --state all): one report each."""
+    with events_or_skip() as events, NetlinkSource() as netlink:
+        source = AfterRead(netlink)
+        poller, reported = poller_for(source, events)
+        poller.poll()
+        ports = []
+        with events_or_skip() as own:
+            mine = Received(own)
+
+            def open_and_close():
+                client, accepted = pair(server)
+                ports.append(client.getsockname()[1])
+                close_by_client(client, accepted)
+                until(lambda: mine.count() >= 2, "both destroy events")
+                until(lambda: events._count >= 2, "both heard by the watcher's receiver")
+            source.after_read = open_and_close
+            first = poller.poll()               # heard of, no row listed
+            second = poller.poll()              # the client's TIME_WAIT row
+            poller.poll()
+    (port,) = ports
+    assert len(first.new_and_closed.rows) == 2
+    assert TIME_WAIT in second.snapshot.rows["state"][
+        second.snapshot.rows["local_port"] == port].tolist()
+
+    def reports(field):
+        return sum(int(np.count_nonzero(events.rows[field] == port))
+                   for poll in reported.polls for events in (poll.new, poll.new_and_closed))
+    assert (reports("local_port"), reports("remote_port")) == (1, 1)   # client, server
