@@ -63,7 +63,9 @@ def check_coverage(run):
     # The kernel's count over the load: the load's sockets, the second probe's, the
     # scrapes' (each a connection to the metrics port).
     assert summary["kernel_opened_estimated"] >= sockets + 2, run["estimate"]
-    for line in run["stderr"]:          # what tcpfast said: one-liners, no traceback
+    # What tcpfast said: one-liners, no traceback. (netlink too may say a poll missed
+    # some: a destroy event sent after the poll's drain is counted missed at that poll.)
+    for line in run["stderr"]:
         assert line.startswith("tcpfast: ") and "Traceback" not in line, run["stderr"]
 
 
@@ -71,11 +73,9 @@ def check_coverage(run):
 def test_sockets_reported_against_the_kernels_tracepoint(tmp_path, source):
     run = measure(tmp_path, source)
     check_coverage(run)
-    missed = [line for line in run["stderr"] if "were not seen" in line]
     if source == "proc":                # it misses: it says how many, and what sees them
-        assert len(missed) == 1 and "--source netlink" in missed[0], run["stderr"]
-    else:
-        assert not run["stderr"], run["stderr"]
+        missed = [line for line in run["stderr"] if "were not seen" in line]
+        assert missed and all("--source netlink" in line for line in missed), run["stderr"]
 
 
 def test_a_burst_that_overflows_the_destroy_events_is_said_once_and_counted(tmp_path):
