@@ -25,8 +25,9 @@ the load that follows is measured as above (the burst's own sockets are not).
 Then every reporting line (``new``, ``new_and_closed``) is matched to the traced
 socket it speaks of: same key (a field the line leaves null matches anything)
 and a time that fits (a ``new`` line: the socket existed when the poll was read;
-a ``new_and_closed`` line: it closed in the second the line names, or, a TIME_WAIT
-row's, it went into TIME_WAIT before the poll). Counted:
+a ``new_and_closed`` line: it closed in the second the line names or up to
+EVENT_DELAY before, or, a TIME_WAIT row's, it went into TIME_WAIT before the poll).
+Counted:
 sockets reported (at least one line), missed (none), reported twice (two or
 more), lines that match no socket (reported that did not exist), by lifetime,
 close mode and side; a missed socket is also classed by whether it was alive at
@@ -76,6 +77,9 @@ WAIT_MARGIN = 30.0
 PROBE_SOCKETS = 2
 #: A socket is "alive at a poll" only this far from both ends (the read takes time).
 POLL_MARGIN = 0.05
+#: How late a destroy event may come: after a burst the kernel's work queue delivers the
+#: backlog for seconds (measured: 4 s), and each line has the time it came.
+EVENT_DELAY = 10.0
 #: tcpfast's metrics read for the self-estimate (their names as served).
 ESTIMATE_METRICS = {"kernel_opened": "tcpfast_kernel_opened_connections_total",
                     "missed": "tcpfast_connections_missed_total",
@@ -551,13 +555,13 @@ def _match(line: Line, by_key: dict, interval: float) -> Verdict | None:
         closed = math.inf if traced.closed is None else traced.closed
         if event == "new_and_closed":
             second = _seconds(line.event["time"])
-            if traced.closed is not None and second - 0.5 <= closed <= second + 1.5:
+            if traced.closed is not None and second - EVENT_DELAY <= closed <= second + 1.5:
                 fitting.append((abs(closed - (second + 0.5)), verdict))
             elif line.event["state"] == "TIME_WAIT" and traced.time_wait \
                     and received - interval - 1.0 <= closed <= received:
                 fitting.append((received - closed, verdict))     # a late TIME_WAIT row's
         elif event == "closed":
-            if received - interval - 2.0 <= closed <= received:
+            if received - interval - EVENT_DELAY <= closed <= received:
                 fitting.append((received - closed, verdict))
         elif line.event["state"] == "TIME_WAIT":
             if traced.time_wait and closed <= received:
