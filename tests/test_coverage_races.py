@@ -348,28 +348,38 @@ class LateEvents:
         return drained
 
 
+def open_and_close_by_client(server, heard=lambda: True):
+    """A connection to ``server`` closed by its client, once a receiver of our own has
+    both destroy events (and ``heard()``); the client's port."""
+    with events_or_skip() as own:
+        mine = Received(own)
+        client, accepted = pair(server)
+        port = client.getsockname()[1]
+        close_by_client(client, accepted)
+        until(lambda: mine.count() >= 2 and heard(), "both destroy events")
+    return port
+
+
+def reports_of_both_ends(reported, port):
+    """(client's, server's) reports of the connection whose client had ``port``."""
+    return tuple(sum(int(np.count_nonzero(events.rows[field] == port))
+                     for poll in reported.polls for events in (poll.new, poll.new_and_closed))
+                 for field in ("local_port", "remote_port"))
+
+
 def test_a_time_wait_row_listed_a_poll_before_its_late_destroy_event_is_reported_once(server):
     with events_or_skip() as events, NetlinkSource() as source:
         late = LateEvents(events)
         poller, reported = poller_for(source, late)
         poller.poll()
-        with events_or_skip() as own:
-            mine = Received(own)
-            client, accepted = pair(server)
-            port = client.getsockname()[1]
-            close_by_client(client, accepted)
-            until(lambda: mine.count() >= 2, "both destroy events")
+        port = open_and_close_by_client(server)
         late.hold()
         first = poller.poll()               # the client's TIME_WAIT row; no event yet
         assert TIME_WAIT in first.snapshot.rows["state"][
             first.snapshot.rows["local_port"] == port].tolist()
         poller.poll()                       # the events, late
         poller.poll()
-
-    def reports(field):
-        return sum(int(np.count_nonzero(events.rows[field] == port))
-                   for poll in reported.polls for events in (poll.new, poll.new_and_closed))
-    assert (reports("local_port"), reports("remote_port")) == (1, 1)   # client, server
+    assert reports_of_both_ends(reported, port) == (1, 1)
 
 
 def test_with_every_state_a_short_connection_is_reported_once_per_socket(server):
@@ -509,25 +519,13 @@ def test_a_time_wait_row_a_read_lists_after_its_destroy_event_is_reported_once(s
         poller, reported = poller_for(source, events)
         poller.poll()
         ports = []
-        with events_or_skip() as own:
-            mine = Received(own)
-
-            def open_and_close():
-                client, accepted = pair(server)
-                ports.append(client.getsockname()[1])
-                close_by_client(client, accepted)
-                until(lambda: mine.count() >= 2, "both destroy events")
-                until(lambda: events._count >= 2, "both heard by the watcher's receiver")
-            source.after_read = open_and_close
-            first = poller.poll()               # heard of, no row listed
-            second = poller.poll()              # the client's TIME_WAIT row
-            poller.poll()
+        source.after_read = lambda: ports.append(open_and_close_by_client(
+            server, heard=lambda: events._count >= 2))      # the watcher's receiver too
+        first = poller.poll()                   # heard of, no row listed
+        second = poller.poll()                  # the client's TIME_WAIT row
+        poller.poll()
     (port,) = ports
     assert len(first.new_and_closed.rows) == 2
     assert TIME_WAIT in second.snapshot.rows["state"][
         second.snapshot.rows["local_port"] == port].tolist()
-
-    def reports(field):
-        return sum(int(np.count_nonzero(events.rows[field] == port))
-                   for poll in reported.polls for events in (poll.new, poll.new_and_closed))
-    assert (reports("local_port"), reports("remote_port")) == (1, 1)   # client, server
+    assert reports_of_both_ends(reported, port) == (1, 1)
