@@ -11,12 +11,23 @@ In a private network namespace (tests/private_netns.py) it runs, for each source
 4. a probe connection held open from before tcpfast's first poll: its ``new`` line
    says the first poll is done; after the load its ``closed`` line and a second
    probe's ``new`` line say that a full poll saw the namespace after the last close;
-5. the namespace's TCP counters (tcpfast.sources.snmp) read every ``--sample`` s.
+5. the namespace's TCP counters (tcpfast.sources.snmp) read every ``--sample`` s;
+6. tcpfast's own metrics (``--metrics``) scraped before the load and after the last
+   poll: what it estimates it missed (``tcpfast_connections_missed_total``), to
+   set against the true number.
+
+With ``--burst``, before the load: tcpfast is stopped (SIGSTOP) while connections
+are opened and reset until the kernel drops destroy events for its netlink socket
+(the Drops column of /proc/net/netlink), then continued; its stderr line saying
+events were lost and its ``tcpfast_destroy_events_lost_total`` are recorded, and
+the load that follows is measured as above (the burst's own sockets are not).
 
 Then every reporting line (``new``, ``new_and_closed``) is matched to the traced
 socket it speaks of: same key (a field the line leaves null matches anything)
 and a time that fits (a ``new`` line: the socket existed when the poll was read;
-a ``new_and_closed`` line: it closed in the second the line names). Counted:
+a ``new_and_closed`` line: it closed in the second the line names or up to
+EVENT_DELAY before, or, a TIME_WAIT row's, it went into TIME_WAIT before the poll).
+Counted:
 sockets reported (at least one line), missed (none), reported twice (two or
 more), lines that match no socket (reported that did not exist), by lifetime,
 close mode and side; a missed socket is also classed by whether it was alive at
@@ -29,6 +40,7 @@ poll could still list), and whether an earlier socket of the run had its key
     python -m benchmarks.coverage --source proc,netlink --json coverage.json
     python -m benchmarks.coverage --source proc,netlink --connections 4000 --seconds 20 \\
         --state all
+    python -m benchmarks.coverage --source netlink --burst
 
 Needs root (bpftrace, a namespace of its own); exits 2 saying why where it cannot run.
 """
@@ -42,10 +54,12 @@ import math
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import lifetimes
 import private_netns
 import tracepoint
+from prometheus_client.parser import text_string_to_metric_families
 
 from tcpfast.sources.snmp import SnmpCounters, TcpCounters
 
@@ -62,6 +77,23 @@ WAIT_MARGIN = 30.0
 PROBE_SOCKETS = 2
 #: A socket is "alive at a poll" only this far from both ends (the read takes time).
 POLL_MARGIN = 0.05
+#: How late a destroy event may come: after a burst the kernel's work queue delivers the
+#: backlog for seconds (measured: 4 s), and each line has the time it came.
+EVENT_DELAY = 10.0
+#: tcpfast's metrics read for the self-estimate (their names as served).
+ESTIMATE_METRICS = {"kernel_opened": "tcpfast_kernel_opened_connections_total",
+                    "missed": "tcpfast_connections_missed_total",
+                    "events_lost": "tcpfast_destroy_events_lost_total",
+                    "polls": "tcpfast_polls_total"}
+#: What tcpfast says on stderr when destroy events were lost.
+EVENTS_LOST_LINE = "destroyed-socket events were lost"
+#: The burst: connections made while tcpfast is stopped (its receive buffer, 16 MiB as
+#: root, holds about 16,000 destroy events: each connection gives two), and how long
+#: the kernel may take to drop some.
+BURST = 20_000
+BURST_BATCH = 200
+BURST_WAIT = 30.0
+LINGER_ABORT = (1, 0)
 
 
 @dataclass
@@ -114,14 +146,29 @@ class Run:
     recursion_misses: int = 0          # the kernel skipped the program (any namespace)
     truth: str = "the tracepoint"      # what the verdicts were judged against
     anomalies: list[str] = field(default_factory=list)      # the trace's own oddities
+    #: tcpfast's metrics over the load (ESTIMATE_METRICS, after minus before).
+    estimate: dict[str, float] = field(default_factory=dict)
+    burst: dict | None = None       # --burst: what it took, what tcpfast said of it
+
+
+@dataclass
+class Burst:
+    """What overflowing tcpfast's destroy events took, and what it said of it."""
+
+    connections: int
+    port: int
+    drops: int                      # the kernel's count for tcpfast's netlink sockets
+    events_lost: float = 0.0        # tcpfast_destroy_events_lost_total after it
+    stderr: list[str] = field(default_factory=list)     # tcpfast's lines about lost events
 
 
 class TcpfastProcess:
     """tcpfast running, its lines collected as they come."""
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], metrics_port: int) -> None:
         self.lines: list[Line] = []
         self.stderr: list[str] = []
+        self.metrics_port = metrics_port
         self._arrived = threading.Condition()
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
@@ -143,7 +190,40 @@ class TcpfastProcess:
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
         for text in self.process.stderr:
-            self.stderr.append(text.rstrip("\n"))
+            with self._arrived:
+                self.stderr.append(text.rstrip("\n"))
+                self._arrived.notify_all()
+        with self._arrived:
+            self._arrived.notify_all()
+
+    def wait_for_stderr(self, text: str, timeout: float) -> None:
+        """Until a stderr line has ``text``; RuntimeError after ``timeout``."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: any(text in line for line in self.stderr)
+                                          or self.process.poll() is not None, timeout) \
+                    or self.process.poll() is not None:
+                raise RuntimeError(f"tcpfast said no {text!r} in {timeout:g} s "
+                                   f"(exit {self.process.poll()}): {self.stderr[-5:]}")
+
+    def scrape(self) -> dict[str, float]:
+        """ESTIMATE_METRICS as tcpfast serves them now."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        values = {sample.name: sample.value for family in text_string_to_metric_families(text)
+                  for sample in family.samples if not sample.labels}
+        return {name: values.get(metric, 0.0) for name, metric in ESTIMATE_METRICS.items()}
+
+    def scrape_after_polls(self, polls: int, timeout: float) -> dict[str, float]:
+        """The metrics once ``polls`` more polls are recorded (tcpfast_polls_total)."""
+        deadline = time.monotonic() + timeout
+        target = self.scrape()["polls"] + polls
+        while (values := self.scrape())["polls"] < target:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"tcpfast recorded no {polls} more polls in {timeout:g} s "
+                                   f"(exit {self.process.poll()}): {self.stderr[-5:]}")
+            time.sleep(0.1)
+        return values
 
     def wait_for(self, matches, timeout: float, what: str) -> Line:
         """The first line (from now on) that ``matches``; RuntimeError after ``timeout``."""
@@ -198,6 +278,65 @@ class Sampler:
             self.samples.append((time.time(), self._counters.read()))
 
 
+def _free_port() -> int:
+    """A port nobody in this (private) namespace listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _netlink_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` holds."""
+    inodes = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _netlink_drops(inodes: set[int]) -> int:
+    """The kernel's dropped-message count (/proc/net/netlink's Drops) of those sockets."""
+    with open("/proc/net/netlink") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(int(row[8]) for row in rows if int(row[9]) in inodes)
+
+
+def overflow_destroy_events(tcpfast: TcpfastProcess, connections: int = BURST,
+                            timeout: float = BURST_WAIT) -> Burst:
+    """Stop tcpfast, open ``connections`` loopback connections and reset each (from the
+    server's side: both sockets keep the burst's port in their events), wait until
+    the kernel has dropped destroy events meant for tcpfast (its netlink sockets'
+    Drops grow: the kernel delivers them from a work queue, after the connects), and
+    continue it. RuntimeError if none were dropped in ``timeout`` seconds."""
+    pid = tcpfast.process.pid
+    inodes = _netlink_inodes(pid)
+    before = _netlink_drops(inodes)
+    with socket.create_server(("127.0.0.1", 0), backlog=BURST_BATCH) as server:
+        address = server.getsockname()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for _ in range(connections):
+                with socket.create_connection(address):
+                    accepted = server.accept()[0]
+                    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", *LINGER_ABORT))
+                    accepted.close()
+            deadline = time.monotonic() + timeout
+            while (drops := _netlink_drops(inodes) - before) == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{connections} connections and no destroy event "
+                                       f"dropped for tcpfast's netlink sockets in "
+                                       f"{timeout:g} s")
+                time.sleep(0.05)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    return Burst(connections, address[1], drops)
+
+
 def _about(port: int):
     def matches(line: Line) -> bool:
         return port in (line.event.get("local_port"), line.event.get("remote_port"))
@@ -205,14 +344,17 @@ def _about(port: int):
 
 
 def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | None,
-            sample: float, truth: str = "auto") -> Run:
-    """One run of the load under tcpfast ``source``, with the tracepoint watching.
+            sample: float, truth: str = "auto", burst: bool = False) -> Run:
+    """One run of the load under tcpfast ``source``, with the tracepoint watching
+    (``burst``: after overflowing tcpfast's destroy events, see the module docstring).
 
     ``truth``: "tracepoint" (TraceLost unless the trace is proven whole), "ledger"
     (the load's own record of its sockets, checked against the TCP counters), or
     "auto": the tracepoint where it is whole, else the ledger, saying so."""
+    metrics_port = _free_port()
     command = [sys.executable, "-m", "tcpfast", "--json", "--events", "new,closed",
-               "--interval", f"{interval:g}", "--source", source]
+               "--interval", f"{interval:g}", "--source", source,
+               "--metrics", f"127.0.0.1:{metrics_port}"]
     if states:
         command += ["--state", states]
     wait = interval * 3 + WAIT_MARGIN
@@ -220,13 +362,22 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
     probe_port = probe_server.getsockname()[1]
     probe = socket.create_connection(("127.0.0.1", probe_port))
     accepted = probe_server.accept()[0]
+    ignored = {probe_port, metrics_port}            # the scrapes are sockets too
     tcpfast: TcpfastProcess | None = None
+    burst_done: Burst | None = None
     try:
+        tcpfast = TcpfastProcess(command, metrics_port)
+        first = tcpfast.wait_for(lambda line: _about(probe_port)(line)
+                                 and line.event["event"] == "new", wait, "the first poll")
+        if burst:
+            burst_done = overflow_destroy_events(tcpfast)
+            ignored.add(burst_done.port)
+            tcpfast.wait_for_stderr(EVENTS_LOST_LINE, wait)
+            # Two polls: the one that drained the burst is recorded, and one after it.
+            burst_done.events_lost = tcpfast.scrape_after_polls(2, wait)["events_lost"]
+        before = tcpfast.scrape()
         with tracepoint.Tracepoint(allow_misses=True) as trace, Sampler(sample) as sampler, \
                 lifetimes.LifetimeLoad(plan) as load:
-            tcpfast = TcpfastProcess(command)
-            first = tcpfast.wait_for(lambda line: _about(probe_port)(line)
-                                     and line.event["event"] == "new", wait, "the first poll")
             load.start()
             ledger = load.wait()
             probe.close()
@@ -239,22 +390,27 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
                 port = again.getsockname()[1]
                 tcpfast.wait_for(lambda line: line.event["event"] == "new"
                                  and _about(port)(line), wait, "the second probe")
-            tcpfast.stop()
+        after = tcpfast.scrape_after_polls(1, wait)
+        tcpfast.stop()
     finally:
         if tcpfast is not None:
             tcpfast.stop()
         for sock in (probe, accepted, probe_server):
             sock.close()
+    estimate = {name: after[name] - before[name] for name in ESTIMATE_METRICS}
+    if burst_done is not None:
+        burst_done.stderr = [text for text in tcpfast.stderr if EVENTS_LOST_LINE in text]
     polls = [first.received + k * interval
              for k in range(int((time.time() - first.received) / interval) + 2)]
-    verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, probe_port, interval, polls)
+    verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, ignored, interval, polls,
+                               first.event["time"])
     try:
         if truth == "ledger":
             raise tracepoint.TraceLost("the ledger was asked for")
         truth_used = prove_whole(trace.trace, ledger, verdicts, sampler.samples)
         if truth_used != "the tracepoint":          # closes filled in: judged again
-            verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, probe_port,
-                                       interval, polls)
+            verdicts, phantoms = judge(trace.trace, ledger, tcpfast.lines, ignored,
+                                       interval, polls, first.event["time"])
     except tracepoint.TraceLost as error:
         if truth == "tracepoint":
             raise
@@ -265,11 +421,13 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
                                        f"probe {PROBE_SOCKETS}), the TCP counters say {opened} "
                                        "opened") from None
         truth_used = f"the ledger (the tracepoint's is incomplete: {error})"
-        verdicts, phantoms = judge(traced, ledger, tcpfast.lines, probe_port, interval, polls)
+        verdicts, phantoms = judge(traced, ledger, tcpfast.lines, ignored, interval, polls,
+                               first.event["time"])
     return Run(source, command, verdicts, phantoms, tcpfast.stderr, sampler.samples,
                sorted(item.established for item in trace.sockets), polls, ledger,
                tcpfast.lines, trace.trace.recursion_misses, truth_used,
-               trace.trace.anomalies)
+               trace.trace.anomalies, estimate,
+               None if burst_done is None else asdict(burst_done))
 
 
 def ledger_truth(ledger: lifetimes.Ledger) -> tracepoint.Trace:
@@ -326,9 +484,11 @@ def _ledger_close(opened: lifetimes.Opened, side: str) -> tuple[str, float | Non
 
 
 def judge(trace: tracepoint.Trace, ledger: lifetimes.Ledger, lines: list[Line],
-          probe_port: int, interval: float, polls: list[float]
+          ignored: set[int], interval: float, polls: list[float], first_poll: str
           ) -> tuple[list[Verdict], list[Line]]:
-    """Each load socket's verdict, and the lines that match no socket."""
+    """Each load socket's verdict, and the lines that match no socket (but those about
+    the ``ignored`` ports: the probe's, the burst's; and the ``new`` lines of the first
+    poll, at time ``first_poll``: what was there before, a last run's TIME_WAIT rows)."""
     listeners = {(opened.family, *opened.server) for opened in ledger.connections
                  if opened.server is not None}
     planned = collections.defaultdict(list)
@@ -352,7 +512,9 @@ def judge(trace: tracepoint.Trace, ledger: lifetimes.Ledger, lines: list[Line],
         event = line.event
         if event["event"] not in ("new", "new_and_closed", "closed"):
             continue                        # port scans, blocks: not a connection's line
-        if probe_port in (event["local_port"], event["remote_port"]) or event["state"] == "LISTEN":
+        if ignored & {event["local_port"], event["remote_port"]} or event["state"] == "LISTEN":
+            continue
+        if event["event"] == "new" and event["time"] == first_poll:
             continue
         verdict = _match(line, by_key, interval)
         if verdict is None:
@@ -393,10 +555,13 @@ def _match(line: Line, by_key: dict, interval: float) -> Verdict | None:
         closed = math.inf if traced.closed is None else traced.closed
         if event == "new_and_closed":
             second = _seconds(line.event["time"])
-            if traced.closed is not None and second - 0.5 <= closed <= second + 1.5:
+            if traced.closed is not None and second - EVENT_DELAY <= closed <= second + 1.5:
                 fitting.append((abs(closed - (second + 0.5)), verdict))
+            elif line.event["state"] == "TIME_WAIT" and traced.time_wait \
+                    and received - interval - 1.0 <= closed <= received:
+                fitting.append((received - closed, verdict))     # a late TIME_WAIT row's
         elif event == "closed":
-            if received - interval - 2.0 <= closed <= received:
+            if received - interval - EVENT_DELAY <= closed <= received:
                 fitting.append((received - closed, verdict))
         elif line.event["state"] == "TIME_WAIT":
             if traced.time_wait and closed <= received:
@@ -438,6 +603,8 @@ def summary_row(run: Run) -> dict:
                 if any(line.event["event"] == "new" for line in verdict.reports)
                 and not verdict.closes
                 and not any(line.event["event"] == "new_and_closed" for line in verdict.reports)),
+            "missed_estimated": int(run.estimate.get("missed", 0)),
+            "kernel_opened_estimated": int(run.estimate.get("kernel_opened", 0)),
             "stderr_lines": len(run.stderr), "recursion_misses": run.recursion_misses}
 
 
@@ -517,6 +684,7 @@ def details(run: Run) -> dict:
             "twice": [socket_of(v) for v in run.verdicts if len(v.reports) > 1],
             "phantoms": [{"received": line.received, **line.event} for line in run.phantoms],
             "stderr": run.stderr, "counters": counters_report(run),
+            "estimate": run.estimate, "burst": run.burst,
             "lines": [{"received": line.received, **line.event} for line in run.lines]}
 
 
@@ -536,6 +704,12 @@ def print_run(run: Run) -> None:
     for name in ("lifetime", "close", "side"):
         print()
         print(markdown(breakdown(run, name)))
+    print(f"\nself-estimate over the load (tcpfast's metrics): missed "
+          f"{row['missed_estimated']} (true: {row['missed']}) of "
+          f"{row['kernel_opened_estimated']} the kernel opened (the load and the probe: "
+          f"{row['sockets'] + PROBE_SOCKETS})")
+    if run.burst is not None:
+        print(f"burst: {json.dumps(run.burst)}")
     counters = counters_report(run)
     print(f"\nkernel counters: {json.dumps(counters)}")
     print(f"tcpfast stderr ({len(run.stderr)} lines):")
@@ -565,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
                              "the first that holds (default)")
     parser.add_argument("--attempts", type=int, default=3,
                         help="runs to try when the truth is incomplete: each says why")
+    parser.add_argument("--burst", action="store_true",
+                        help="first overflow tcpfast's destroy events (stopped while "
+                             "connections are reset), then measure the load")
     parser.add_argument("--here", action="store_true",
                         help="run in the current namespace, not a private one")
     args = parser.parse_args(argv)
@@ -581,11 +758,14 @@ def main(argv: list[str] | None = None) -> int:
         for attempt in range(1, args.attempts + 1):
             try:
                 run = measure(source, plan, args.interval, args.state, args.sample,
-                              args.truth)
+                              args.truth, args.burst)
                 break
             except tracepoint.TraceLost as error:
                 print(f"coverage: the ground truth of attempt {attempt} is incomplete "
                       f"({error})", file=sys.stderr)
+            except RuntimeError as error:           # the load, tcpfast or the burst failed
+                print(f"coverage: {error}", file=sys.stderr)
+                return 1
         else:
             print(f"coverage: no complete ground truth in {args.attempts} attempts",
                   file=sys.stderr)

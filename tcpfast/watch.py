@@ -25,7 +25,13 @@ from .events import (
     Poll,
     RowEvents,
 )
-from .schema import CLOSE_INFO_DTYPE, KNOWN_MIN_RTT, STATE_CODES, TIMEWAIT_TIMER
+from .schema import (
+    CLOSE_INFO_DTYPE,
+    CONNECTION_DTYPE,
+    KNOWN_MIN_RTT,
+    STATE_CODES,
+    TIMEWAIT_TIMER,
+)
 from .sources import Snapshot
 
 if TYPE_CHECKING:
@@ -154,6 +160,9 @@ class Watcher:
         self._short_lived_chosen = self._states is None or _ESTABLISHED in self._states
         self._waiting: dict[int, tuple[np.void, int]] = {}   # cookie -> (info, poll heard)
         self._polls = 0
+        #: The destroyed sockets the last poll reported that no row was: a read after it
+        #: may still list one's TIME_WAIT row (the read before the event missed it).
+        self._heard_last = np.empty(0, dtype=CONNECTION_DTYPE)
 
     def _chosen(self, rows: np.ndarray) -> np.ndarray:
         if self._states is None:
@@ -262,13 +271,15 @@ class Watcher:
         Each destroyed socket is the first of: a row of this read that still has its
         socket (destroyed since the read: its info waits for the next poll's closed
         event); a TIME_WAIT row found now (``late``: reported as the destroyed socket,
-        with what it carried); a row of the last poll (closed now: its info goes with
+        with what it carried); a TIME_WAIT row an earlier poll listed (its event came
+        after that poll: under load the kernel sends them from a work queue; nothing
+        more); a row of the last poll (closed now: its info goes with
         the closed event); a connection closed at the last poll (its event came late:
         nothing more); or a connection no poll listed (new_and_closed, if it was ever
         established).
         """
         gone, times, carried = destroyed
-        at_now = keys.same_socket(gone, rows, by_key=late)
+        at_now = keys.same_socket(gone, rows, by_key=rows["state"] == _TIME_WAIT)
         at_before = keys.same_socket(gone, before.rows)
         at_vanished = keys.same_socket(gone, vanished.rows)
         now_alive = at_now >= 0
@@ -292,17 +303,27 @@ class Watcher:
                     info[at] = record
         self._forget_waiting()
         # Opened and closed since the last poll, and no poll listed them.
-        unheard = ~now_alive & ~now_late & (at_before < 0) & (at_vanished < 0)
+        unheard = (at_now < 0) & (at_before < 0) & (at_vanished < 0)
         unheard &= _was_established(gone, carried) & self._short_lived_chosen
         absorbed = np.zeros(len(rows), dtype=bool)
         absorbed[at_now[now_late]] = True
+        # A TIME_WAIT row found now of a socket the last poll heard of and reported (the
+        # read of that poll began before the close): that connection, reported already.
+        candidates = np.flatnonzero(late & ~absorbed)
+        found = keys.same_socket(rows[candidates], self._heard_last,
+                                 by_key=np.ones(len(self._heard_last), dtype=bool)) >= 0
+        again = np.zeros(len(rows), dtype=bool)
+        again[candidates[found]] = True
+        absorbed |= again
+        self._heard_last = gone[unheard]
         short = now_late | unheard
         heard = RowEvents("new_and_closed", gone[short],
                           directions(gone[short], listeners=rows, ephemeral=self._ephemeral),
                           np.full(int(short.sum()), math.nan), times=times[short],
                           unknown=_cut_by_the_kernel(gone[short]), info=carried[short])
         listed_only = _late_events(rows, late & ~absorbed, direction, now)
-        return info, _join(heard, listed_only), int(unheard.sum())
+        # The rows found again were counted as opened by this poll, and by the last.
+        return info, _join(heard, listed_only), int(unheard.sum()) - int(again.sum())
 
     def _forget_waiting(self) -> None:
         """Info waiting for a closed event that never came (its connection was not reported)."""
