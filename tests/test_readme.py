@@ -141,3 +141,16 @@ def test_the_module_map_names_every_module():
     assert sorted(modules - named) == []
     assert sorted(named - modules) == []
 
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation but - and _ dropped,
+    each space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_within_the_readme_reaches_a_heading():
+    text = README.read_text()
+    anchors = {github_anchor(heading) for heading in re.findall(r"^#+ (.*)$", text, re.M)}
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert links and sorted(links - anchors) == []
