@@ -9,14 +9,17 @@ missed: a connection that opened and closed between two polls leaves nothing
 in a table (but the TIME_WAIT row of the side that closed first, which the
 watcher counts). The first poll is the baseline.
 
-The counters are sampled just before each poll's read (``sample``), so what the
-read lists and the destroy events drained after it may run ahead of the
-kernel's count: a socket opened between the sample and the read is seen at
-this poll and counted by the kernel at the next. What a poll saw beyond the
-kernel's count is carried to the next poll (at most what that poll saw), so
-churn alone never reads as a miss. Handshakes in flight make one poll's count
-off by them too (a connect() counts when its SYN is sent, and is taken back
-if it fails); missed is never negative.
+The counters are sampled just before each poll's read (``sample``), and the
+count can be off by a few sockets either way at one poll and right over two:
+a socket opened between the sample and the read is seen at this poll and
+counted by the kernel at the next; a connect() is counted when its SYN is sent
+(and taken back if it fails), so a handshake in flight at the sample is counted
+now and seen at the next poll; and a destroy event the kernel sends a moment
+after the poll's drain is heard at the next poll too. So a poll's surplus (seen,
+not yet counted) is carried to the next poll, at most what that poll saw, and a
+poll's shortfall is settled one poll later: what the next poll saw beyond its own
+count pays it back first, and only the rest is missed. Missed is never negative,
+and is counted one poll after the interval it happened in.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ SAY_ABOVE = 0.01
 
 @dataclass(frozen=True)
 class Counted:
-    """One poll's count: what the kernel opened since the last poll, and what was missed."""
+    """One poll's count: what the kernel opened since the last poll, and what was missed
+    in the interval before it (a shortfall is settled one poll later)."""
 
     opened: int
     missed: int
@@ -50,6 +54,8 @@ class Coverage:
         self._total: int | None = None   # sampled before this poll's read
         self._last: int | None = None
         self._ahead = 0                  # seen by the last poll, not yet counted by the kernel
+        self._owed = 0                   # counted by the kernel, not seen by the last poll
+        self._owed_of = 0                # ... of what the kernel opened then
         self._missing = False           # in a run of polls that missed
         self._broken = False            # the counters cannot be read: said, given up
         self.opened = 0
@@ -67,7 +73,9 @@ class Coverage:
             self._warn(f"cannot count the connections missed between polls: {error}")
 
     def count(self, established: int) -> Counted | None:
-        """This poll's count against the last sample (None: the baseline, or no counters)."""
+        """This poll's count against the last sample (None: the baseline, or no
+        counters): what the kernel opened since the last poll, and what was missed in
+        the interval before (the part of its shortfall this poll did not pay back)."""
         total, self._total = self._total, None
         if self._broken or total is None:
             return None
@@ -75,15 +83,18 @@ class Coverage:
         if last is None:
             return None
         opened = max(0, total - last)
-        seen = established + self._ahead
-        missed = max(0, opened - seen)
-        self._ahead = min(max(0, seen - opened), established)
+        surplus = established + self._ahead - opened
+        owed, owed_of = self._owed, self._owed_of
+        paid = min(max(0, surplus), owed)
+        missed = owed - paid
+        self._ahead = min(max(0, surplus - paid), established)
+        self._owed, self._owed_of = max(0, -surplus), opened
         self.opened += opened
         self.missed += missed
-        if missed > SAY_ABOVE * opened:
+        if missed > SAY_ABOVE * owed_of:
             if not self._missing:
-                self._warn(f"{missed} of the {opened} connections the kernel opened since the "
-                           f"last poll were not seen ({100 * missed / opened:.1f} %): they "
+                self._warn(f"{missed} of the {owed_of} connections the kernel opened between "
+                           f"two polls were not seen ({100 * missed / owed_of:.1f} %): they "
                            f"opened and closed between polls; {self._hint} (said once until "
                            "a poll misses none)")
             self._missing = True
