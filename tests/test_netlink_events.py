@@ -163,6 +163,28 @@ def test_undrained_events_stop_at_the_cap_and_are_counted_lost(monkeypatch):
     assert events.lost > 0 and len(rows) == len(times) == 2
 
 
+def test_a_drain_hears_what_the_kernel_sent_before_it_even_if_the_thread_did_not_run():
+    """A starved receiving thread (a busy machine) must not make a poll miss the events
+    sent before its drain: they wait in the socket, and the drain takes them."""
+    with events_or_skip() as events, events_or_skip() as witness:
+        events._stop.set()                 # the receiving thread, stopped as if never run
+        events._thread.join()
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        ports = {client.getsockname()[1], accepted.getsockname()[1]}
+        client.close()
+        accepted.close()
+        server.close()
+        heard: list[np.ndarray] = []
+        deadline = time.monotonic() + 10
+        while not ports <= {port for rows in heard for port in rows["local_port"].tolist()}:
+            assert time.monotonic() < deadline, "the witness never heard both ends"
+            heard.append(witness.drain()[0])
+        rows, _ = events.drain()
+    assert ports <= set(rows["local_port"].tolist())
+
+
 def test_cli_reports_connections_between_polls_once_as_new_and_closed():
     """The whole loop: --source netlink, connections each opened and closed between
     two polls, every one in the ledger reported exactly once, as new_and_closed, with

@@ -107,6 +107,8 @@ class DestroyEvents:
         #: Why the receiving thread ended before close() (None: it runs, or was closed).
         self.failure: str | None = None
         self._sockets: dict[int, socket.socket] = {}      # netns -> its events socket
+        self._drain_lock = threading.Lock()                # one drain's buffer at a time
+        self._drain_view = memoryview(bytearray(RECV_BYTES))
         self._changed = True                               # the selector must be rebuilt
         self.watch(netns, netns_path)
         self._stop = threading.Event()
@@ -139,7 +141,10 @@ class DestroyEvents:
             return set(self._sockets)
 
     def drain_with_info(self) -> Destroyed:
-        """The sockets destroyed since the last drain: rows, times and what each carried."""
+        """The sockets destroyed since the last drain: rows, times and what each carried.
+        Every event the kernel sent before the call is in it: what the receiving thread
+        has not taken yet (a busy machine may not have run it) is received here."""
+        self._receive_pending()
         with self._lock:
             count = self._count
             drained = Destroyed(self._rows[:count].copy(), self._times[:count].copy(),
@@ -191,24 +196,36 @@ class DestroyEvents:
         finally:
             selector.close()
 
-    def _receive_from(self, sock: socket.socket, netns: int, view: memoryview) -> None:
+    def _receive_pending(self) -> None:
+        """Receive, in the caller's thread, every message waiting in the sockets."""
+        with self._lock:
+            sockets = list(self._sockets.items())
+        with self._drain_lock:
+            for netns, sock in sockets:
+                while self._receive_from(sock, netns, self._drain_view):
+                    pass
+
+    def _receive_from(self, sock: socket.socket, netns: int, view: memoryview) -> bool:
+        """One message, if one waits (True: there may be more)."""
         try:
             got = sock.recv_into(view, 0, socket.MSG_DONTWAIT)
         except BlockingIOError:
-            return
+            return False
         except OSError as error:
             if error.errno == errno.ENOBUFS:                 # the kernel dropped events
                 self.lost += 1
-            return                                            # closed by forget(): gone
+                return True
+            return False                                      # closed by forget(): gone
         received = time.time()
         with self._lock:
             if self._count >= MAX_PENDING_ROWS:         # nobody drains: do not grow forever
                 self.lost += 1
-                return
+                return False
             start = self._count
             self._append(view[:got], received)
             if netns:
                 self._rows["netns"][start:self._count] = netns
+        return True
 
     def _append(self, data: memoryview, received: float) -> None:
         used = 0
