@@ -11,8 +11,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
-from held import PYTHON, netns_inode, run_as_nobody
+from held import PYTHON, held, netns_inode, run_as_nobody
 from namespaces import add_namespace
 from test_faults import run_cli_without_root
 
@@ -111,8 +112,9 @@ def test_every_namespace_once_and_the_same_numbers_twice(netlink):
 
 
 @needs_root
-def test_as_nobody_each_namespace_is_read_through_its_tables():
-    with pair_in("ip netns") as pair:
+@pytest.mark.parametrize("kind", ["ip netns", "unshare"])
+def test_as_nobody_each_namespace_is_read_through_its_tables(kind):
+    with pair_in(kind) as pair:
         table = os.stat(f"/proc/{pair.pid}/net/tcp").st_ino
 
         def read():
@@ -128,8 +130,9 @@ def test_as_nobody_each_namespace_is_read_through_its_tables():
 
 
 @needs_root
-def test_a_namespace_that_comes_is_new_and_one_that_goes_is_closed():
-    source = AllNamespaces(warn=lambda message: None, netlink=True)
+@pytest.mark.parametrize("netlink", [True, False], ids=["netlink", "proc"])
+def test_a_namespace_that_comes_is_new_and_one_that_goes_is_closed(netlink):
+    source = AllNamespaces(warn=lambda message: None, netlink=netlink)
     watcher = Watcher()
     watcher.update(source.read(), time.time())
     with pair_in("unshare") as pair:
@@ -145,6 +148,60 @@ def test_a_namespace_that_comes_is_new_and_one_that_goes_is_closed():
     again = watcher.update(source.read(), time.time())
     assert not (again.closed.rows["netns"] == netns).any()
     assert not (again.new.rows["netns"] == netns).any()
+    source.close()
+
+
+def of_namespace(rows: np.ndarray, netns: int) -> list[tuple[int, int, int]]:
+    """(local port, state, inode) of the namespace's rows."""
+    mine = rows[rows["netns"] == netns]
+    return sorted(zip(mine["local_port"].tolist(), mine["state"].tolist(), mine["inode"].tolist()))
+
+
+@needs_root
+@pytest.mark.parametrize("netlink", [True, False], ids=["netlink", "proc"])
+def test_the_same_four_tuple_in_two_namespaces_is_two_connections(netlink):
+    """One pair lives on; the other, in a namespace another process keeps, opens and ends
+    between two polls: the first's three are new, the second's TIME_WAIT (inode 0, the
+    same 4-tuple as one of the first's) is new and closed, in its own namespace, and
+    nothing of the first is closed; then the first ends: only its own three close."""
+    source = AllNamespaces(warn=lambda message: None, netlink=netlink)
+    watcher = Watcher()
+    watcher.update(source.read(), time.time())
+    with pair_in("unshare") as lasting, pair_in("ip netns") as brief, \
+            held("nsenter", "-t", str(brief.pid), "-n"):
+        brief.end()
+        poll = watcher.update(source.read(), time.time())
+        assert the_pair(Snapshot(poll.new.rows), lasting.netns) == EXPECTED
+        assert of_namespace(poll.new.rows, brief.netns) == []
+        assert of_namespace(poll.new_and_closed.rows, brief.netns) == [(CLIENT_PORT, 0x06, 0)]
+        assert of_namespace(poll.closed.rows, lasting.netns) == []
+        assert of_namespace(poll.new_and_closed.rows, lasting.netns) == []
+        inodes = {inode for _, _, inode in of_namespace(poll.new.rows, lasting.netns)}
+    for _ in range(50):                              # its process ended: its sockets close
+        poll = watcher.update(source.read(), time.time())
+        if of_namespace(poll.closed.rows, lasting.netns):
+            break
+    closed = of_namespace(poll.closed.rows, lasting.netns)
+    assert sorted(port for port, _, _ in closed) == sorted([PORT, PORT, CLIENT_PORT])
+    assert {inode for _, _, inode in closed} == inodes
+    source.close()
+
+
+@needs_root
+def test_through_another_process_when_the_one_read_through_exits():
+    """/proc tables are a process's: when the process a namespace was read through exits,
+    the next read goes through another of its processes (not the gone one's again, which
+    would leave the namespace unread for a poll)."""
+    source = AllNamespaces(warn=lambda message: None, netlink=False)
+    with pair_in("ip netns") as pair:
+        assert the_pair(source.read(), pair.netns) == EXPECTED
+        assert source.namespaces[pair.netns].pid == pair.pid
+        with held("nsenter", "-t", str(pair.pid), "-n") as keeper:
+            assert the_pair(source.read(), pair.netns) == EXPECTED
+            pair.end()
+            snapshot = source.read()
+            assert source.namespaces[pair.netns].pid == keeper.pid
+            assert of_namespace(snapshot.rows, pair.netns) == [(CLIENT_PORT, 0x06, 0)]
     source.close()
 
 

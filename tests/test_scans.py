@@ -144,11 +144,38 @@ def test_ipv4_mapped_and_ipv4_rows_are_one_source():
 
 def test_ipv6_hash_collision_keeps_sources_apart(monkeypatch):
     monkeypatch.setattr(scans, "_source_codes",
-                        lambda high, low: np.full(len(high), 1 << 47, dtype=np.uint64))
+                        lambda high, low, scope: np.full(len(high), 1 << 47, dtype=np.uint64))
     rows = _rows([("2001:db8::1", 6, port) for port in (1, 3, 5)]
                  + [("2001:db8::2", 6, port) for port in (2, 4, 6, 8)])
     found = ScanDetector(ports=3).update(rows, now=0.0)
     assert [(scan.remote, scan.ports) for scan in found] == [("2001:db8::2", (2, 4, 6, 8))]
+
+
+@pytest.mark.parametrize("codes", ["hashed", "all colliding"])
+def test_across_namespaces_a_source_is_its_address_but_loopback_is_each_namespaces(
+        monkeypatch, codes):
+    """Rows of several namespaces (--all-netns): one source probing several pods is one
+    scan; 127.0.0.1 or ::1 of two namespaces are two sources (each has a loopback of its
+    own), and one namespace's loopback is one source in both families. The same when
+    every source's code collides (the exact sort keeps namespaces apart too)."""
+    if codes == "all colliding":
+        monkeypatch.setattr(scans, "_source_codes",
+                            lambda high, low, scope: np.full(len(high), 1 << 47, dtype=np.uint64))
+    detector = ScanDetector(ports=3)
+    rows = _rows([("192.0.2.9", 4, 80, 11), ("192.0.2.9", 4, 81, 12),
+                  ("192.0.2.9", 4, 82, 13), ("::ffff:192.0.2.9", 6, 83, 11)]
+                 + [("127.0.0.1", 4, port, 11) for port in (1, 2)]
+                 + [("127.0.0.1", 4, port, 12) for port in (3, 4)]
+                 + [("::1", 6, port, 11) for port in (1, 2, 3)]
+                 + [("::1", 6, port, 12) for port in (4, 5)]
+                 + [("::ffff:127.0.0.2", 6, port, 13) for port in (1, 2)]
+                 + [("127.0.0.2", 4, port, 13) for port in (3, 4)])
+    found = detector.update(rows, now=0.0)
+    assert sorted((scan.remote, scan.ports) for scan in found) == [
+        ("127.0.0.2", (1, 2, 3, 4)), ("192.0.2.9", (80, 81, 82, 83))]
+    more = _rows([("127.0.0.1", 4, port, 12) for port in (5, 6)] + [("::1", 6, 9, 11)])
+    assert sorted((scan.remote, scan.ports) for scan in detector.update(more, now=1.0)) == [
+        ("127.0.0.1", (3, 4, 5, 6)), ("::1", (1, 2, 3, 9))]
 
 
 def test_memory_bound_drops_oldest_entries_first():
@@ -180,13 +207,15 @@ def test_event_lines_follow_the_contract():
 
 
 def _rows(connections) -> np.ndarray:
-    """Rows for (remote, family, local port) triples, local address 10.0.0.5 or 2001:db8::5."""
+    """Rows for (remote, family, local port[, netns]) tuples, local address 10.0.0.5 or
+    2001:db8::5."""
     rows = np.zeros(len(connections), dtype=CONNECTION_DTYPE)
-    for row, (remote, family, port) in zip(rows, connections):
+    for row, (remote, family, port, *netns) in zip(rows, connections):
         kind = socket.AF_INET if family == 4 else socket.AF_INET6
         packed = socket.inet_pton(kind, remote)
         row["remote_addr"][:len(packed)] = np.frombuffer(packed, np.uint8)
         local = socket.inet_pton(kind, "10.0.0.5" if family == 4 else "2001:db8::5")
         row["local_addr"][:len(local)] = np.frombuffer(local, np.uint8)
         row["family"], row["local_port"], row["state"] = family, port, 1
+        row["netns"] = netns[0] if netns else 0
     return rows

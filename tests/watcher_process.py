@@ -81,10 +81,13 @@ class Notifications:
 class WatcherProcess:
     """Runs the watcher; collects stdout and stderr lines in threads."""
 
-    def __init__(self, *args: str, prefix: tuple[str, ...] = ()) -> None:
-        """``prefix``: a command to run it under, e.g. ``ip netns exec NAME``."""
+    def __init__(self, *args: str, prefix: tuple[str, ...] = (),
+                 command: tuple[str, ...] | None = None) -> None:
+        """``prefix``: a command to run it under, e.g. ``ip netns exec NAME``; ``command``:
+        what runs tcpfast with ``args`` (default ``python -m tcpfast``)."""
         self.notifications = Notifications()
-        self.process = subprocess.Popen([*prefix, sys.executable, "-m", "tcpfast", *args],
+        command = command or (sys.executable, "-m", "tcpfast")
+        self.process = subprocess.Popen([*prefix, *command, *args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True, env=self.notifications.environment())
         self.out: list[str] = []

@@ -7,8 +7,13 @@ has expired, re-sorts (a stable sort of an array sorted but for its tail,
 nearly linear) and folds repeated (source, port) pairs into one: no Python
 loop touches a row. Python only runs per reported scan.
 
-Memory is bounded by ``max_entries`` (source, port) pairs, 56 bytes each
-(about 29 MB at the default 2**19, twice that while sorting), whatever the
+A source is its address, whichever namespace saw it (``--all-netns``: one
+source probing several pods is one scan), except a loopback address: each
+namespace has a loopback of its own, so 127.0.0.1 of one namespace and of
+another are two sources (``scope``: the row's ``netns``; 0 for other sources).
+
+Memory is bounded by ``max_entries`` (source, port) pairs, 64 bytes each
+(about 34 MB at the default 2**19, twice that while sorting), whatever the
 number of sources: past it the oldest entries are dropped first (counted in
 ``evicted``), which can only delay a detection, never invent one. Within the
 bound the number of entries is at most the inbound connections of the window.
@@ -24,10 +29,12 @@ import numpy as np
 from .networks import AllowList, IPNetwork, address_of, is_ipv4, source_words
 
 #: One (source, local port) pair of the window. ``key`` orders the window:
-#: an IPv4 source's address (exact), an IPv6 source's 47-bit hash with the
-#: top bit set, shifted over the port. ``reported``: already part of a report.
+#: an IPv4 source's address (exact), an IPv6 or loopback source's 47-bit hash
+#: (of its address and scope) with the top bit set, shifted over the port.
+#: ``scope``: the namespace of a loopback source, else 0. ``reported``: already
+#: part of a report.
 WINDOW_DTYPE = np.dtype([
-    ("key", np.uint64), ("high", np.uint64), ("low", np.uint64),
+    ("key", np.uint64), ("high", np.uint64), ("low", np.uint64), ("scope", np.uint64),
     ("local_high", np.uint64), ("local_low", np.uint64), ("time", np.float64),
     ("reported", np.bool_),
 ], align=True)
@@ -41,7 +48,9 @@ _ENTRY_BYTES = np.dtype((np.void, WINDOW_DTYPE.itemsize))
 _PORT_BITS = np.uint64(16)
 _PORT_MASK = np.uint64(0xFFFF)
 _IPV6_FLAG = np.uint64(1 << 47)
-_HASH_MULTIPLIERS = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
+_HASH_MULTIPLIERS = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
+                     np.uint64(0x165667B19E3779F9))
+_MAPPED_LOOPBACK = np.uint64(0xFFFF7F)          # ::ffff:127.0.0.0/104, shifted right by 24
 
 
 @dataclass(frozen=True)
@@ -55,15 +64,29 @@ class PortScan:
     window: float               # seconds
 
 
-def _source_codes(high: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """48-bit source codes: an IPv4 address itself; an IPv6 address's hash, top bit set."""
+def _is_loopback(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """127.0.0.0/8 (IPv4-mapped) and ::1: addresses every namespace has its own of."""
+    return (high == 0) & (((low >> np.uint64(24)) == _MAPPED_LOOPBACK) | (low == 1))
+
+
+def _source_codes(high: np.ndarray, low: np.ndarray, scope: np.ndarray) -> np.ndarray:
+    """48-bit source codes: an IPv4 address itself; an IPv6 address's hash, or a scoped
+    (loopback) address's hash with its scope, top bit set."""
     codes = low & np.uint64(0xFFFF_FFFF)
-    ipv6 = ~is_ipv4(high, low)
-    if ipv6.any():
-        mixed = high[ipv6] * _HASH_MULTIPLIERS[0] ^ low[ipv6] * _HASH_MULTIPLIERS[1]
+    hashed = ~is_ipv4(high, low) | (scope != 0)
+    if hashed.any():
+        mixed = (high[hashed] * _HASH_MULTIPLIERS[0] ^ low[hashed] * _HASH_MULTIPLIERS[1]
+                 ^ scope[hashed] * _HASH_MULTIPLIERS[2])
         mixed ^= mixed >> np.uint64(29)
-        codes[ipv6] = _IPV6_FLAG | (mixed >> np.uint64(17))
+        codes[hashed] = _IPV6_FLAG | (mixed >> np.uint64(17))
     return codes
+
+
+def _other_source(entries: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Whether entry ``at + 1`` is another source than entry ``at`` (address or scope)."""
+    return ((entries["high"][at] != entries["high"][at + 1])
+            | (entries["low"][at] != entries["low"][at + 1])
+            | (entries["scope"][at] != entries["scope"][at + 1]))
 
 
 def _select(entries: np.ndarray, selector: np.ndarray) -> np.ndarray:
@@ -122,10 +145,12 @@ class ScanDetector:
         high, low = source_words(rows["remote_addr"], rows["family"])
         keep = ~self.allow.contains(high, low) if self.allow else slice(None)
         high, low = high[keep], low[keep]
+        scope = np.where(_is_loopback(high, low), rows["netns"][keep], np.uint64(0))
         local_high, local_low = source_words(rows["local_addr"][keep], rows["family"][keep])
         arrived = np.empty(len(high), dtype=WINDOW_DTYPE)
-        arrived["key"] = (_source_codes(high, low) << _PORT_BITS) | rows["local_port"][keep]
-        arrived["high"], arrived["low"] = high, low
+        arrived["key"] = ((_source_codes(high, low, scope) << _PORT_BITS)
+                          | rows["local_port"][keep])
+        arrived["high"], arrived["low"], arrived["scope"] = high, low, scope
         arrived["local_high"], arrived["local_low"] = local_high, local_low
         arrived["time"] = now
         arrived["reported"] = False
@@ -136,22 +161,21 @@ class ScanDetector:
 
         The stable sort keeps arrival order within a pair, so the last is the
         latest. Keys are exact for IPv4 sources; equal IPv6 codes are checked
-        against the addresses, and a collision (two sources, one code) falls
-        back to an exact sort on the addresses for this poll.
+        against the addresses and scopes, and a collision (two sources, one
+        code) falls back to an exact sort on them for this poll.
         """
         entries = _select(entries, np.argsort(entries["key"], kind="stable"))
         key = entries["key"]
         code = key >> _PORT_BITS
-        ipv6_pairs = np.flatnonzero((code[1:] == code[:-1]) & (code[1:] >= _IPV6_FLAG))
-        high, low = entries["high"], entries["low"]
-        self._exact_keys = not ((high[ipv6_pairs] != high[ipv6_pairs + 1])
-                                | (low[ipv6_pairs] != low[ipv6_pairs + 1])).any()
+        hashed_pairs = np.flatnonzero((code[1:] == code[:-1]) & (code[1:] >= _IPV6_FLAG))
+        self._exact_keys = not _other_source(entries, hashed_pairs).any()
         if self._exact_keys:
             same_pair = key[1:] == key[:-1]
         else:
-            entries = _select(entries, np.lexsort((key & _PORT_MASK, low, high)))
-            key, high, low = entries["key"], entries["high"], entries["low"]
-            same_pair = ((high[1:] == high[:-1]) & (low[1:] == low[:-1])
+            entries = _select(entries, np.lexsort((key & _PORT_MASK, entries["scope"],
+                                                   entries["low"], entries["high"])))
+            key = entries["key"]
+            same_pair = (~_other_source(entries, np.arange(len(entries) - 1))
                          & ((key[1:] & _PORT_MASK) == (key[:-1] & _PORT_MASK)))
         if not same_pair.any():
             return entries
@@ -174,8 +198,7 @@ class ScanDetector:
             code = entries["key"] >> _PORT_BITS
             new_source = code[1:] != code[:-1]
         else:
-            high, low = entries["high"], entries["low"]
-            new_source = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+            new_source = _other_source(entries, np.arange(len(entries) - 1))
         starts = np.flatnonzero(np.concatenate([[True], new_source]))
         counts = np.diff(np.concatenate([starts, [len(entries)]]))
         unreported = np.logical_or.reduceat(~entries["reported"], starts)

@@ -168,9 +168,14 @@ class AllNamespaces:
         return None
 
     def _reader(self, namespace: Namespace) -> Source:
+        """The namespace's reader, made anew when it read the tables of a process that
+        is no longer the one to read them through (it exited or moved: discovery chose
+        another)."""
         reader = self._readers.get(namespace.serial)
         if reader is not None:
-            return reader
+            if not isinstance(reader, ProcTables) or reader.proc_root == namespace.proc_root:
+                return reader
+            self._drop(namespace.serial)
         reader = None
         if self._netlink and namespace.openable:
             from .netlink import NetlinkSource  # netlink's imports only when it is used
