@@ -220,5 +220,9 @@ def test_unprivileged_cli_says_once_how_it_reads():
         result = run_cli_without_root("--all-netns", "--once", "--state", "established")
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tcpfast: ") and "/proc tables" in lines[0]
+    how = [line for line in lines if "/proc tables" in line]
+    assert len(how) == 1 and how[0].startswith("tcpfast: "), result.stderr
+    # Beside it only what the host's own churn may cause: a namespace (another test's,
+    # another process's) that went between being found and being read.
+    assert all("until a poll reads them" in line for line in lines if line not in how), lines
     assert f"127.0.0.1:{CLIENT_PORT} -> 127.0.0.1:{PORT}" in result.stdout, pair.netns
