@@ -126,10 +126,13 @@ def read_tables(proc_root: str, *, size_hint: int = 0, stop_reading: StopReading
         except FileNotFoundError:
             if family == 4:
                 raise
-    rows, duplicates = keys.unique(collector.rows())
+    rows = collector.rows()
+    malformed = collector.malformed
+    del collector                        # its blocks, once joined, are not held through unique()
+    rows, duplicates = keys.unique(rows)
     if netns:
         rows["netns"] = netns
-    return Snapshot(rows, collector.malformed, duplicates, complete)
+    return Snapshot(rows, malformed, duplicates, complete)
 
 
 def snapshot(proc_root: str = "/proc") -> np.ndarray:
