@@ -104,8 +104,9 @@ def table(benchmarks: list[dict]) -> str:
     for bench in sorted(benchmarks, key=lambda b: (b["group"] or "", b["stats"]["median"])):
         stats, rows = bench["stats"], bench["extra_info"].get("rows")
         peak = bench["extra_info"].get("peak_rss_mb")
-        interleaved = [f"{key.removeprefix('median_ms ')} {value:,} ms"
-                       for key, value in bench["extra_info"].items() if key.startswith("median_ms ")]
+        interleaved = [f"{key.split(' ', 1)[1]} {value:,} {key.split(' ', 1)[0].removeprefix('median_')}"
+                       for key, value in bench["extra_info"].items()
+                       if key.split(" ", 1)[0] in ("median_ms", "median_ns", "median_s")]
         median = (f"{peak} MB peak RSS" if peak else "; ".join(interleaved) if interleaved
                   else f"{stats['median'] * 1e3:.2f} ms")
         per_row = f"{stats['median'] / rows * 1e9:.0f}" if rows and not peak else ""
