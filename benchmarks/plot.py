@@ -1,11 +1,13 @@
 """Plot and tabulate a pytest-benchmark run: ns per row against rows.
 
     python -m pytest benchmarks --benchmark-json=bench.json
-    python -m benchmarks.plot bench.json benchmarks/results.png   # needs matplotlib
+    TCPFAST_MILLION=1 python -m pytest benchmarks/test_million.py --benchmark-json=million.json
+    python -m benchmarks.plot bench.json million.json --png benchmarks/results.png
 
 One line per parser (IPv4 tables), the live poll's pieces for reference (the
-kernel's own read of /proc/net/tcp is the floor), and a Markdown table of
-every median on stdout for the README.
+kernel's own read of /proc/net/tcp is the floor), the interleaved medians of
+test_million.py at their number of sockets (10^6 in an opt-in run), and a
+Markdown table of every median on stdout for the README.
 """
 
 from __future__ import annotations
@@ -15,9 +17,20 @@ import json
 from collections import defaultdict
 
 
-def load(path: str) -> list[dict]:
-    with open(path) as results:
-        return json.load(results)["benchmarks"]
+def load(*paths: str) -> list[dict]:
+    benchmarks = []
+    for path in paths:
+        with open(path) as results:
+            benchmarks += json.load(results)["benchmarks"]
+    return benchmarks
+
+
+def sockets_of(bench: dict) -> int | None:
+    """The number of a test_million.py group ("1,000,000 live sockets"), or None."""
+    group = bench["group"] or ""
+    if not group.endswith(" live sockets"):
+        return None
+    return int(group.removesuffix(" live sockets").replace(",", ""))
 
 
 def label(bench: dict) -> str:
@@ -42,6 +55,12 @@ def series(benchmarks: list[dict]) -> dict[str, list[tuple[int, float]]]:
             continue
         if name == "test_parse" or (bench["group"] or "").startswith("poll live"):
             lines[label(bench)].append((rows, bench["stats"]["median"] / rows * 1e9))
+    for bench in benchmarks:                       # test_million.py: interleaved medians
+        sockets = sockets_of(bench)
+        for key, value in bench["extra_info"].items() if sockets else ():
+            if key.startswith("median_ms ") and not key.endswith(("tcpfast_once", " ss")):
+                lines[f"live sockets: {key.removeprefix('median_ms ')}"].append(
+                    (sockets, value / sockets * 1e6))
     return {key: sorted(points) for key, points in lines.items()}
 
 
@@ -53,13 +72,15 @@ def plot(benchmarks: list[dict], png: str) -> None:
     figure, axes = plt.subplots(figsize=(8, 5))
     for name, points in sorted(series(benchmarks).items()):
         rows, ns = zip(*points)
-        style = "--" if not name.startswith("parse") else "-"
-        axes.plot(rows, ns, style, marker="o", label=name)
+        style = "-" if name.startswith("parse") else ":" if name.startswith("live sockets") else "--"
+        axes.plot(rows, ns, style, marker="s" if name.startswith("live sockets") else "o",
+                  label=name)
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("rows in the table")
     axes.set_ylabel("ns per row (median)")
-    axes.set_title("tcpfast: parsers on generated tables, and a live poll (dashed)")
+    axes.set_title("tcpfast: parsers on generated tables, live polls (dashed; dotted:"
+                   " test_million.py)", fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -83,7 +104,11 @@ def table(benchmarks: list[dict]) -> str:
     for bench in sorted(benchmarks, key=lambda b: (b["group"] or "", b["stats"]["median"])):
         stats, rows = bench["stats"], bench["extra_info"].get("rows")
         peak = bench["extra_info"].get("peak_rss_mb")
-        median = f"{peak} MB peak RSS" if peak else f"{stats['median'] * 1e3:.2f} ms"
+        interleaved = [f"{key.split(' ', 1)[1]} {value:,} {key.split(' ', 1)[0].removeprefix('median_')}"
+                       for key, value in bench["extra_info"].items()
+                       if key.split(" ", 1)[0] in ("median_ms", "median_ns", "median_s")]
+        median = (f"{peak} MB peak RSS" if peak else "; ".join(interleaved) if interleaved
+                  else f"{stats['median'] * 1e3:.2f} ms")
         per_row = f"{stats['median'] / rows * 1e9:.0f}" if rows and not peak else ""
         lines.append(f"| {bench['group']} | {label(bench)} | {median} | {per_row} "
                      f"| {stats['rounds']} |")
@@ -92,10 +117,10 @@ def table(benchmarks: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("json", help="pytest-benchmark --benchmark-json output")
-    parser.add_argument("png", nargs="?", help="where to write the plot")
+    parser.add_argument("json", nargs="+", help="pytest-benchmark --benchmark-json outputs")
+    parser.add_argument("--png", help="where to write the plot")
     args = parser.parse_args()
-    benchmarks = load(args.json)
+    benchmarks = load(*args.json)
     if args.png:
         plot(benchmarks, args.png)
     print(ratios(benchmarks))

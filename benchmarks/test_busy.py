@@ -3,8 +3,9 @@
 Live: 80,000 connections to one listener, and 8,000 to each of ten, in the
 benchmarks' namespace. For each, in one run and interleaved: the first poll and
 a steady poll (``benchmarks/busy_poll.py``, in a process of its own, compiled
-and TCPFAST_PURE=1), and ``tcpfast --once`` end to end. Targets: compiled faster
-than pure, and the first poll within 1.2x a steady one.
+and TCPFAST_PURE=1), ``tcpfast --once`` end to end (text and JSON), and ``ss -tanH``
+on the same sockets. Targets: compiled faster than pure, and the first poll within
+1.2x a steady one.
 
 In memory: ``directions()`` and ``match`` on 10^6 rows that share one key,
 within 2x of the same on 10^6 distinct keys (compiled; numpy beside it).
@@ -12,6 +13,7 @@ within 2x of the same on 10^6 distinct keys (compiled; numpy beside it).
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,10 +48,10 @@ def run(*command: str, pure: bool) -> subprocess.CompletedProcess:
                           stdout=subprocess.PIPE, text=True)
 
 
-def once_lines(pure: bool) -> int:
-    """``tcpfast --once``'s lines, written to a pipe and counted (not kept)."""
+def once_lines(pure: bool, *flags: str) -> int:
+    """``tcpfast --once``'s lines (with ``flags``), written to a pipe and counted (not kept)."""
     env = {**os.environ, "TCPFAST_PURE": "1" if pure else "0"}
-    with subprocess.Popen([sys.executable, "-m", "tcpfast", "--once"], cwd=ROOT, env=env,
+    with subprocess.Popen([sys.executable, "-m", "tcpfast", "--once", *flags], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE) as process:
         assert process.stdout is not None
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: process.stdout.read(1 << 20), b""))
@@ -58,11 +60,13 @@ def once_lines(pure: bool) -> int:
 
 
 @pytest.mark.skipif(not backend.ACCELERATED, reason="compares the compiled modules with pure")
+@pytest.mark.skipif(shutil.which("ss") is None, reason="iproute2 ss is not installed")
 def test_busy_server_first_poll_and_once(benchmark, busy_server):
     name, load = busy_server
     benchmark.group = f"busy server: {CONNECTIONS:,} connections, {name}"
     samples = {key: [] for key in ("first compiled", "steady compiled", "first pure",
-                                   "steady pure", "once compiled", "once pure")}
+                                   "steady pure", "once compiled", "once pure", "once json compiled",
+                                   "once json pure", "ss -tanH")}
 
     def one_round():
         for pure in (False, True):
@@ -71,9 +75,13 @@ def test_busy_server_first_poll_and_once(benchmark, busy_server):
             assert polls["compiled"] is not pure and polls["rows"] >= load.rows
             samples[f"first {kind}"].append(polls["first"])
             samples[f"steady {kind}"].append(statistics.median(polls["steady"]))
-            started = time.perf_counter()
-            assert once_lines(pure) >= load.rows           # every socket of the load, at least
-            samples[f"once {kind}"].append(time.perf_counter() - started)
+            for form, flags in (("once", ()), ("once json", ("--json",))):
+                started = time.perf_counter()
+                assert once_lines(pure, *flags) >= load.rows   # every socket of the load, at least
+                samples[f"{form} {kind}"].append(time.perf_counter() - started)
+        started = time.perf_counter()                   # the standard tool, on the same sockets
+        subprocess.run(["ss", "-tanH"], stdout=subprocess.DEVNULL, check=True)
+        samples["ss -tanH"].append(time.perf_counter() - started)
 
     benchmark.pedantic(one_round, rounds=1 if benchmark.disabled else ROUNDS, iterations=1)
     medians = {key: statistics.median(values) for key, values in samples.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
 import os
 import signal
@@ -433,8 +434,25 @@ def _emitter(printer: EventPrinter, metrics: Metrics | None,
     return emit
 
 
+# glibc's M_MMAP_THRESHOLD: allocations this big or bigger are mapped, and unmapped when freed.
+_M_MMAP_THRESHOLD, _MAPPED_FROM_BYTES = -3, 256 * 1024
+
+
+def _return_freed_arrays() -> None:
+    """Make glibc give each freed array back to the system. By default it raises its
+    mmap threshold after the first large free, then serves a poll's 1-8 MB temporaries
+    from its heap and keeps them once freed: at 10^6 rows a watcher's resident size grew
+    by ~50 MB over its polls. Not glibc (musl): nothing to do."""
+    try:
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MAPPED_FROM_BYTES)
+    except (AttributeError, OSError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.once:
+        _return_freed_arrays()
     if backend.PURE_SETTING_PROBLEM:
         _warn(backend.PURE_SETTING_PROBLEM)
     if not backend.ACCELERATED and not backend.PURE_REQUESTED:

@@ -51,6 +51,37 @@ def check_rows(rows: object, name: str, *, writable: bool = False) -> None:
         raise ValueError(f"{name} is read-only")
 
 
+_ROW_WORDS = CONNECTION_DTYPE.itemsize // 8
+
+
+def _words(rows: np.ndarray) -> np.ndarray:
+    return rows.view(np.uint64).reshape(-1, _ROW_WORDS)
+
+
+def take_rows(rows: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """``rows[which]`` (a mask, or indexes), copied as 64-bit words: numpy copies a
+    structured dtype field by field, 5-20x slower, and a poll of 10^6 rows takes
+    several such selections."""
+    which = np.asarray(which)
+    if (rows.dtype != CONNECTION_DTYPE or rows.ndim != 1 or not rows.flags.c_contiguous
+            or which.ndim != 1 or (which.dtype == bool and len(which) != len(rows))):
+        return rows[which]                   # numpy's checks and errors
+    if which.dtype == bool:
+        picked = np.compress(which, _words(rows), axis=0)
+    else:
+        picked = np.take(_words(rows), which, axis=0)
+    return picked.view(CONNECTION_DTYPE).reshape(-1)
+
+
+def concatenate_rows(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate(parts)`` of contiguous arrays of rows, copied as 64-bit words."""
+    if len(parts) == 1:
+        return parts[0]
+    if any(part.dtype != CONNECTION_DTYPE or not part.flags.c_contiguous for part in parts):
+        return np.concatenate(parts)
+    return np.concatenate([_words(part) for part in parts]).view(CONNECTION_DTYPE).reshape(-1)
+
+
 #: Each field's byte offset in a row.
 FIELD_OFFSETS: dict[str, int] = {name: spec[1] for name, spec in (CONNECTION_DTYPE.fields or {}).items()}
 

@@ -31,6 +31,8 @@ from .schema import (
     KNOWN_MIN_RTT,
     STATE_CODES,
     TIMEWAIT_TIMER,
+    concatenate_rows,
+    take_rows,
 )
 from .sources import Snapshot
 
@@ -59,6 +61,10 @@ _NO_RTT = 0xFFFFFFFF
 WAITING_POLLS = 2
 
 
+#: Rows a step of a poll works on at once where it needs several 8-byte temporaries a row:
+#: a poll of 10^6 rows holds chunks of them, not whole copies.
+_CHUNK_ROWS = 1 << 16
+
 _COLUMNS = ("rows", "inode", "first_seen", "direction", "reported", "owner")
 _NO_OWNER = -1
 #: Owners held at least, before the table of owners is compacted to those still in use.
@@ -77,12 +83,14 @@ class _Known:
     owner: np.ndarray           # index into the watcher's owners, found when it was new; -1: none
 
     def take(self, which: np.ndarray) -> _Known:
-        return _Known(*(getattr(self, name)[which] for name in _COLUMNS))
+        return _Known(take_rows(self.rows, which),
+                      *(getattr(self, name)[which] for name in _COLUMNS[1:]))
 
     @staticmethod
     def join(*parts: _Known) -> _Known:
-        return _Known(*(np.concatenate([getattr(part, name) for part in parts])
-                        for name in _COLUMNS))
+        return _Known(concatenate_rows([part.rows for part in parts]),
+                      *(np.concatenate([getattr(part, name) for part in parts])
+                        for name in _COLUMNS[1:]))
 
 
 class _Owners:
@@ -183,16 +191,18 @@ class Watcher:
             self._vanished = self._known.take(np.zeros(len(rows), dtype=bool))
             new = np.zeros(len(rows), dtype=bool) if self._skip_existing else chosen
             self._new_at = np.flatnonzero(new)
-            return Poll(now, snapshot, True, RowEvents("new", rows[new], direction[new]))
+            return Poll(now, snapshot, True, RowEvents("new", take_rows(rows, new), direction[new]))
         before = self._known
         index = _identity(rows, before.rows)
         seen = index >= 0
         # What is known of each row: gathered from the row it matched (most of them) ...
         if len(before.rows):
-            gather = np.where(seen, index, 0)
-            current = _Known(rows, inode, before.first_seen[gather], before.direction[gather],
-                             before.reported[gather] & seen,
-                             np.where(seen, before.owner[gather], _NO_OWNER).astype(np.int32))
+            # Gathered through index itself: its -1s take the last row's values, which
+            # every unseen row has replaced below (no 8-byte-a-row copy of index).
+            current = _Known(rows, inode, before.first_seen[index], before.direction[index],
+                             before.reported[index] & seen,
+                             np.where(seen, before.owner[index], _NO_OWNER).astype(np.int32,
+                                                                                   copy=False))
         else:
             current = _Known(rows, inode, np.empty(len(rows)), np.empty(len(rows), np.uint8),
                              np.zeros(len(rows), dtype=bool),
@@ -205,7 +215,7 @@ class Watcher:
             for name in ("first_seen", "direction", "reported", "owner"):
                 getattr(current, name)[unseen[found]] = getattr(self._vanished, name)[back[found]]
             fresh = unseen[~found]
-            current.direction[fresh] = directions(rows[fresh], listeners=rows,
+            current.direction[fresh] = directions(take_rows(rows, fresh), listeners=rows,
                                                   ephemeral=self._ephemeral)
         else:
             fresh = unseen
@@ -253,10 +263,10 @@ class Watcher:
                 destroyed, rows, holding, late, current.direction, closed,
                 before, vanished_before, now)
             established += heard
-        return Poll(now, snapshot, False, RowEvents("new", rows[new], current.direction[new]),
-                    RowEvents("closed", before.rows[closed], before.direction[closed],
+        return Poll(now, snapshot, False, RowEvents("new", take_rows(rows, new), current.direction[new]),
+                    RowEvents("closed", take_rows(before.rows, closed), before.direction[closed],
                               now - before.first_seen[closed], owners, info=info),
-                    RowEvents("appeared", rows[fresh], current.direction[fresh]),
+                    RowEvents("appeared", take_rows(rows, fresh), current.direction[fresh]),
                     new_and_closed=short_lived, established=established)
 
     def _judge_destroyed(self, destroyed: Destroyed, rows: np.ndarray, holding: np.ndarray,
@@ -364,11 +374,14 @@ def _identity(rows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     where the cookies agree (a socket reusing a key is another one), and never from a
     TIME_WAIT row into a socket (a connect may reuse the ports of a TIME_WAIT entry)."""
     index = keys.match(rows, baseline)
-    seen = np.flatnonzero(index >= 0)
-    mine, theirs = rows["cookie"][seen], baseline["cookie"][index[seen]]
-    other = (mine != 0) & (theirs != 0) & (mine != theirs)
-    other |= (baseline["state"][index[seen]] == _TIME_WAIT) & (rows["state"][seen] != _TIME_WAIT)
-    index[seen[other]] = -1
+    for start in range(0, len(rows), _CHUNK_ROWS):        # temporaries of a chunk's size
+        part = slice(start, start + _CHUNK_ROWS)
+        seen = np.flatnonzero(index[part] >= 0) + start
+        at = index[seen]
+        mine, theirs = rows["cookie"][seen], baseline["cookie"][at]
+        other = (mine != 0) & (theirs != 0) & (mine != theirs)
+        other |= (baseline["state"][at] == _TIME_WAIT) & (rows["state"][seen] != _TIME_WAIT)
+        index[seen[other]] = -1
     return index
 
 

@@ -40,10 +40,12 @@ def writers():
 
 def readers():
     found = [("numpy match", lambda rows: keys.match_numpy(rows, rows)),
-             ("numpy duplicates", keys.duplicates_numpy)]
+             ("numpy duplicates", keys.duplicates_numpy),
+             ("numpy listened", lambda rows: keys.listened_numpy(rows, rows))]
     if _keys is not None:
         found += [("compiled match", lambda rows: _keys.match(rows, rows)),
-                  ("compiled duplicates", _keys.duplicates)]
+                  ("compiled duplicates", _keys.duplicates),
+                  ("compiled listened", lambda rows: _keys.listened(rows, rows))]
     return found
 
 

@@ -207,3 +207,46 @@ def test_compiled_and_numpy_agree_at_scale(order):
                                       keys.key_words(b[numpy_index[found]]))
         np.testing.assert_array_equal(b["inode"][compiled[found]], b["inode"][numpy_index[found]])
         np.testing.assert_array_equal(_keys.duplicates(a), keys.duplicates_numpy(a))
+
+
+LISTENED = {"numpy": keys.listened_numpy}
+if _keys is not None:
+    LISTENED["compiled"] = _keys.listened
+
+
+def model_listened(rows, listeners) -> list[bool]:
+    """A listener accepted a row: same family, local port and namespace, and the row's
+    local address is the listener's, or the listener's is its family's wildcard."""
+    def accepts(listener, row) -> bool:
+        return (listener["family"] == row["family"] and listener["local_port"] == row["local_port"]
+                and listener["netns"] == row["netns"]
+                and bytes(listener["local_addr"]) in (bytes(row["local_addr"]), bytes(16)))
+    return [any(accepts(listener, row) for listener in listeners) for row in rows]
+
+
+# Local byte 0: the wildcard address; remote ends, states and inodes play no part.
+ends = st.tuples(st.sampled_from([4, 6]), st.integers(0, 2), st.integers(1, 3),
+                 st.integers(0, 2), st.sampled_from([0, 443]), st.sampled_from([1, 10]),
+                 st.sampled_from([0, 7, 8]), st.sampled_from([0, 4026531840]))
+
+
+@pytest.mark.parametrize("name", sorted(LISTENED))
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(ends, max_size=25).map(rows_of), listeners=st.lists(ends, max_size=8).map(rows_of))
+def test_listened_matches_the_model(name, rows, listeners):
+    heard = LISTENED[name](rows, listeners)
+    assert heard.dtype == bool and heard.tolist() == model_listened(rows, listeners)
+
+
+@needs_compiled
+def test_listened_compiled_and_numpy_agree_at_scale():
+    """Many rows, many listeners sharing local ends (reuseport): the same mask."""
+    rng = np.random.default_rng(11)
+    rows = np.zeros(20000, dtype=CONNECTION_DTYPE)
+    rows["family"] = rng.choice([4, 6], len(rows))
+    rows["local_addr"][:, :2] = rng.integers(0, 3, (len(rows), 2))
+    rows["local_port"] = rng.integers(0, 400, len(rows))
+    rows["remote_port"] = rng.integers(0, 3, len(rows))
+    rows["inode"] = rng.integers(0, 5, len(rows))
+    listeners = rows[rng.random(len(rows)) < 0.02]
+    np.testing.assert_array_equal(_keys.listened(rows, listeners), keys.listened_numpy(rows, listeners))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import backend
-from ..schema import CONNECTION_DTYPE
+from ..schema import CONNECTION_DTYPE, concatenate_rows
 from . import pureparse
 
 ParseInto = Callable[[bytes | memoryview, int, np.ndarray, int, bool], "tuple[int, int, int]"]
@@ -31,8 +31,10 @@ class RowCollector:
     Rows go into blocks, each twice the size of the one before; nothing needs
     to know in advance how many rows the text holds, and the text is never held
     whole. A first block sized from a hint (the last poll's count, or the size
-    of the text) makes the usual case a single block, with no copy at the end;
-    pages of a block that no row reaches are never touched, so never resident.
+    of the text: :meth:`reserve`) makes the usual case a single block, with no
+    copy at the end; pages of a block that no row reaches are never touched, so
+    never resident. Rows are copied as 64-bit words (numpy copies a structured
+    dtype field by field, ~7x slower).
     """
 
     def __init__(self, parse_into_fn: ParseInto | None = None, first_block_rows: int = 0,
@@ -58,9 +60,22 @@ class RowCollector:
             self._block = np.empty(2 * len(self._block), dtype=CONNECTION_DTYPE)
             self._end = 0
 
+    def reserve(self, more_rows: int) -> None:
+        """Make room for ``more_rows`` rows beyond those parsed (a table's size says how
+        many it holds, about), so that they go into one block."""
+        wanted = self._end + more_rows
+        if wanted <= len(self._block):
+            return
+        if self._end == 0:
+            del self._block                       # not held while its successor is made
+            self._block = np.empty(wanted, dtype=CONNECTION_DTYPE)
+            return
+        block = np.empty(wanted, dtype=CONNECTION_DTYPE)
+        block[: self._end].view(np.uint64)[:] = self._block[: self._end].view(np.uint64)
+        self._block = block
+
     def rows(self) -> np.ndarray:
-        parts = [*self._full, self._block[: self._end]]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return concatenate_rows([*self._full, self._block[: self._end]])
 
 
 def parse_counted(data: bytes, family: int,

@@ -405,3 +405,75 @@ def duplicates(object rows):
     if status != 0:
         raise MemoryError()
     return result
+
+
+cdef uint64_t LOCAL_PORT_MASK      # local port and family of word 4
+memcpy(&LOCAL_PORT_MASK, b"\xff\xff\x00\x00\xff\x00\x00\x00", 8)
+
+
+cdef inline uint64_t _local_hash(uint64_t a0, uint64_t a1, const uint64_t* w) noexcept nogil:
+    """The hash of a local end: address words ``a0, a1`` and ``w``'s port, family, namespace."""
+    return _mix(a0 * SEED[0] + a1 * SEED[1] + (w[PORTS_WORD] & LOCAL_PORT_MASK) * SEED[4]
+                + w[NETNS_WORD] * SEED[5])
+
+
+cdef inline bint _local_end_in(const Pair* slots, uint64_t mask, int shift,
+                               const uint64_t* ends, uint64_t a0, uint64_t a1,
+                               const uint64_t* w, uint64_t h) noexcept nogil:
+    """Whether the table holds an ``ends`` row with local address ``a0, a1`` and
+    ``w``'s local port, family and namespace (hash ``h``)."""
+    cdef uint64_t at = h >> shift
+    cdef const uint64_t* end
+    while slots[at].row:
+        end = _words(ends, slots[at].row - 1)
+        if (slots[at].tag == <uint32_t>h and end[0] == a0 and end[1] == a1
+                and end[NETNS_WORD] == w[NETNS_WORD]
+                and ((end[PORTS_WORD] ^ w[PORTS_WORD]) & LOCAL_PORT_MASK) == 0):
+            return True
+        at = (at + 1) & mask
+    return False
+
+
+def listened(object rows, object listeners):
+    """Mask of rows whose local end (family, local address, local port, namespace) is
+    a listener's, or whose family's wildcard address with that port is: the rows a
+    listener accepted. Rows are never copied (numpy's fallback, in keys.py, reduces
+    copies of them to their local ends)."""
+    cdef Py_ssize_t n, m, i, k
+    cdef const uint64_t* row_words = _rows(rows, "rows", &n)
+    cdef const uint64_t* ends = _rows(listeners, "listeners", &m)
+    result = np.zeros(n, dtype=bool)
+    if n == 0 or m == 0:
+        return result
+    cdef uint8_t[::1] heard = result.view(np.uint8)
+    cdef uint64_t mask, at, h
+    cdef uint64_t ahead[AHEAD]
+    cdef int shift
+    cdef const uint64_t* w
+    _size(m, &mask, &shift)
+    cdef Pair* slots = <Pair*>calloc(mask + 1, sizeof(Pair))     # (tag, listener + 1)
+    if slots == NULL:
+        raise MemoryError()
+    with nogil:
+        for i in range(m):                       # each distinct local end once
+            w = _words(ends, i)
+            h = _local_hash(w[0], w[1], w)
+            if not _local_end_in(slots, mask, shift, ends, w[0], w[1], w, h):
+                at = h >> shift
+                while slots[at].row:
+                    at = (at + 1) & mask
+                slots[at].tag = <uint32_t>h
+                slots[at].row = <uint32_t>(i + 1)
+        for k in range(n + AHEAD):               # own address, hashed ahead; then wildcard
+            i = k - AHEAD
+            if i >= 0:
+                w = _words(row_words, i)
+                heard[i] = (_local_end_in(slots, mask, shift, ends, w[0], w[1], w, ahead[i % AHEAD])
+                            or _local_end_in(slots, mask, shift, ends, 0, 0, w,
+                                             _local_hash(0, 0, w)))
+            if k < n:
+                w = _words(row_words, k)
+                ahead[k % AHEAD] = _local_hash(w[0], w[1], w)
+                __builtin_prefetch(&slots[ahead[k % AHEAD] >> shift])
+        free(slots)
+    return result

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..schema import CONNECTION_DTYPE, FIELD_OFFSETS, check_rows
+from ..schema import CONNECTION_DTYPE, FIELD_OFFSETS, check_rows, take_rows
 
 ROW_WORDS = CONNECTION_DTYPE.itemsize // 8
 PORTS_WORD = FIELD_OFFSETS["local_port"] // 8
@@ -130,9 +130,42 @@ def duplicates_numpy(rows: np.ndarray) -> np.ndarray:
     return repeated | ((inodes == 0) & with_inode[ids])
 
 
+# Word 4 of a row without the remote port (bytes 2-3): local port, family, state, timer.
+_WITHOUT_REMOTE_PORT = np.frombuffer(b"\xff\xff\x00\x00\xff\xff\xff\xff", dtype=np.uint64)[0]
+_REMOTE_ADDR_WORDS = slice(2, 4)
+_LOCAL_ADDR_WORDS = slice(0, 2)
+
+
+def _local_ends(rows: np.ndarray, wildcard: bool = False) -> np.ndarray:
+    """Copies of the rows reduced to their local end: family, local address (the
+    wildcard's, with ``wildcard``), local port and namespace; whole 64-bit words
+    at a time (numpy writes a structured field row by row)."""
+    words = row_words(rows).copy()
+    words[:, _REMOTE_ADDR_WORDS] = 0
+    if wildcard:
+        words[:, _LOCAL_ADDR_WORDS] = 0
+    words[:, PORTS_WORD] &= _WITHOUT_REMOTE_PORT
+    words[:, INODE_WORD] = 0
+    return words.view(rows.dtype).reshape(-1)
+
+
+def listened_numpy(rows: np.ndarray, listeners: np.ndarray) -> np.ndarray:
+    """Mask of rows whose local end (family, local address, local port, namespace) is
+    a listener's, or whose family's wildcard address with that port is (numpy)."""
+    check_rows(rows, "rows")
+    check_rows(listeners, "listeners")
+    if len(rows) == 0 or len(listeners) == 0:
+        return np.zeros(len(rows), dtype=bool)
+    heard = _local_ends(listeners)
+    inbound = match(_local_ends(rows), heard) >= 0                # the listener's own address
+    inbound |= match(_local_ends(rows, wildcard=True), heard) >= 0  # its family's wildcard
+    return inbound
+
+
 _compiled = backend.compiled("_keys")
 _match = _compiled.match if _compiled else match_numpy
 _duplicates = _compiled.duplicates if _compiled else duplicates_numpy
+_listened = _compiled.listened if _compiled else listened_numpy
 
 
 def match(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
@@ -147,6 +180,12 @@ def matched(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
     return match(needles, haystack) >= 0
 
 
+def listened(rows: np.ndarray, listeners: np.ndarray) -> np.ndarray:
+    """Mask of rows that some listener (a LISTEN row of ``listeners``) accepted: their
+    local end is the listener's, or their family's wildcard address with that port is."""
+    return _listened(_contiguous(rows), _contiguous(listeners))
+
+
 def unique(rows: np.ndarray) -> tuple[np.ndarray, int]:
     """Rows with each connection kept once, in their order, and how many were dropped.
 
@@ -155,7 +194,7 @@ def unique(rows: np.ndarray) -> tuple[np.ndarray, int]:
     """
     drop = _duplicates(_contiguous(rows))
     dropped = int(drop.sum())
-    return (rows[~drop] if dropped else rows), dropped
+    return (take_rows(rows, ~drop) if dropped else rows), dropped
 
 
 def _contiguous(rows: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..diff import keys
-from ..schema import STATE_CODES
+from ..schema import STATE_CODES, take_rows
 
 UNKNOWN, IN, OUT, LISTEN = 0, 1, 2, 3
 DIRECTION_NAMES: dict[int, str] = {UNKNOWN: "unknown", IN: "in", OUT: "out", LISTEN: "listen"}
@@ -44,25 +44,6 @@ def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tup
         return DEFAULT_EPHEMERAL_PORTS
 
 
-# Word 4 of a row without the remote port (bytes 2-3): local port, family, state, timer.
-_WITHOUT_REMOTE_PORT = np.frombuffer(b"\xff\xff\x00\x00\xff\xff\xff\xff", dtype=np.uint64)[0]
-_REMOTE_ADDR_WORDS = slice(2, 4)
-_LOCAL_ADDR_WORDS = slice(0, 2)
-
-
-def _local_ends(rows: np.ndarray, wildcard: bool = False) -> np.ndarray:
-    """Copies of the rows reduced to their local end: family, local address (the
-    wildcard's, with ``wildcard``), local port and namespace; whole 64-bit words
-    at a time (numpy writes a structured field row by row)."""
-    words = keys.row_words(rows).copy()
-    words[:, _REMOTE_ADDR_WORDS] = 0
-    if wildcard:
-        words[:, _LOCAL_ADDR_WORDS] = 0
-    words[:, keys.PORTS_WORD] &= _WITHOUT_REMOTE_PORT
-    words[:, keys.INODE_WORD] = 0
-    return words.view(rows.dtype).reshape(-1)
-
-
 def directions(rows: np.ndarray, listeners: np.ndarray | None = None,
                ephemeral: tuple[int, int] = DEFAULT_EPHEMERAL_PORTS) -> np.ndarray:
     """The direction code of each row (``DIRECTION_NAMES`` names them).
@@ -71,18 +52,16 @@ def directions(rows: np.ndarray, listeners: np.ndarray | None = None,
     of it (the new rows, say); by default the LISTEN rows among ``rows``.
     """
     if listeners is None:
-        listeners = rows[rows["state"] == _LISTEN]
+        listeners = take_rows(rows, rows["state"] == _LISTEN)
     else:
-        listeners = listeners[listeners["state"] == _LISTEN]
-    state, local_port = rows["state"], rows["local_port"]
+        listeners = take_rows(listeners, listeners["state"] == _LISTEN)
+    # Each field read once, out of the 80-byte rows: the tests below read packed bytes.
+    state, local_port = rows["state"].copy(), rows["local_port"].copy()
     result = np.full(len(rows), UNKNOWN, dtype=np.uint8)
     ephemeral_port = (local_port >= ephemeral[0]) & (local_port <= ephemeral[1])
     result[ephemeral_port & (rows["remote_port"] != 0)] = OUT
     if len(listeners) and len(rows):
-        heard = _local_ends(listeners)
-        inbound = keys.matched(_local_ends(rows), heard)                # the listener's own address
-        inbound |= keys.matched(_local_ends(rows, wildcard=True), heard)  # its family's wildcard
-        result[inbound] = IN
+        result[keys.listened(rows, listeners)] = IN
     result[state == _SYN_RECV] = IN
     result[state == _SYN_SENT] = OUT
     result[state == _LISTEN] = LISTEN

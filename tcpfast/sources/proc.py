@@ -25,6 +25,10 @@ TABLES: tuple[tuple[str, int], ...] = (("net/tcp", 4), ("net/tcp6", 6))
 # parser call costs nothing per row, small enough to stay in cache.
 CHUNK_BYTES = 256 * 1024
 
+# Kernel rows are 150 bytes or more: a recorded table of this many bytes per row
+# holds no more rows than are reserved for it.
+MIN_ROW_BYTES = 128
+
 
 class NamespaceMoved(OSError):
     """A table opened is not the namespace's it was meant to be (its process moved or
@@ -50,6 +54,9 @@ def _read_into(collector: parsing.RowCollector, path: str, family: int,
             opened = os.fstat(table.fileno())
             if (opened.st_dev, opened.st_ino) != expect:
                 raise NamespaceMoved(errno.ESTALE, f"{path} is another namespace's now")
+        size = os.fstat(table.fileno()).st_size    # 0 in /proc; a recorded table's size
+        if size:
+            collector.reserve(size // MIN_ROW_BYTES + 1)
         view = memoryview(chunk)
         while True:
             got = table.readinto(view[filled:])
@@ -119,10 +126,13 @@ def read_tables(proc_root: str, *, size_hint: int = 0, stop_reading: StopReading
         except FileNotFoundError:
             if family == 4:
                 raise
-    rows, duplicates = keys.unique(collector.rows())
+    rows = collector.rows()
+    malformed = collector.malformed
+    del collector                        # its blocks, once joined, are not held through unique()
+    rows, duplicates = keys.unique(rows)
     if netns:
         rows["netns"] = netns
-    return Snapshot(rows, collector.malformed, duplicates, complete)
+    return Snapshot(rows, malformed, duplicates, complete)
 
 
 def snapshot(proc_root: str = "/proc") -> np.ndarray:
