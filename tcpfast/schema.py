@@ -133,11 +133,11 @@ def check_close_info(info: object, rows: int) -> None:
     if len(info) < rows:
         raise ValueError(f"info has {len(info)} records, fewer than out's {rows} rows")
 
-#: The kernel's TCP states as /proc prints them (include/net/tcp_states.h).
 #: ``timer`` of a timewait entry's row (TIME_WAIT, or FIN_WAIT2 as its substate), in
 #: /proc's ``tr`` column and sock_diag's ``idiag_timer`` alike: the socket itself is gone.
 TIMEWAIT_TIMER = 3
 
+#: The kernel's TCP states as /proc prints them (include/net/tcp_states.h).
 STATE_NAMES: dict[int, str] = {
     0x01: "ESTABLISHED",
     0x02: "SYN_SENT",
