@@ -289,8 +289,10 @@ class Watcher:
         established).
         """
         gone, times, carried = destroyed
-        at_now = keys.same_socket(gone, rows, by_key=rows["state"] == _TIME_WAIT)
         at_before = keys.same_socket(gone, before.rows)
+        at_now = _one_socket_a_row(gone, times, rows,
+                                   keys.same_socket(gone, rows, by_key=rows["state"] == _TIME_WAIT),
+                                   _same_cookie(gone, before.rows, at_before))
         at_vanished = keys.same_socket(gone, vanished.rows)
         now_alive = at_now >= 0
         now_alive[now_alive] = holding[at_now[now_alive]]
@@ -383,6 +385,35 @@ def _identity(rows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
         other |= (baseline["state"][at] == _TIME_WAIT) & (rows["state"][seen] != _TIME_WAIT)
         index[seen[other]] = -1
     return index
+
+
+def _same_cookie(needles: np.ndarray, haystack: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Which needles were found (``at``) with their very cookie, not by key alone."""
+    found = at >= 0
+    mine = needles["cookie"]
+    same = found & (mine != 0)
+    same[same] = haystack["cookie"][at[same]] == mine[same]
+    return same
+
+
+def _one_socket_a_row(gone: np.ndarray, times: np.ndarray, rows: np.ndarray, at: np.ndarray,
+                      known_elsewhere: np.ndarray) -> np.ndarray:
+    """``at`` (each destroyed socket's row now) with the matches by key alone, to a
+    TIME_WAIT row whose cookie is another, kept only where they can be right: not for a
+    socket found by its very cookie among the last poll's rows, nor to a row another
+    socket is by its cookie, and for one socket a row
+    (the last destroyed of that key: a key that came back, a reset client's port reused
+    at once, left the TIME_WAIT entry of its latest socket)."""
+    exact = _same_cookie(gone, rows, at)
+    by_key = (at >= 0) & ~exact
+    drop = by_key & known_elsewhere
+    drop[by_key] |= np.isin(at[by_key], at[exact])          # that row is another's, by cookie
+    candidates = np.flatnonzero(by_key & ~drop)
+    if len(candidates) > 1:
+        order = candidates[np.lexsort((times[candidates], at[candidates]))]
+        last_of_row = np.append(at[order][1:] != at[order][:-1], True)
+        drop[order[~last_of_row]] = True
+    return np.where(drop, -1, at)
 
 
 def _holds_a_socket(rows: np.ndarray, orphans: bool = False) -> np.ndarray:

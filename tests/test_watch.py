@@ -178,3 +178,26 @@ def test_with_destroy_events_an_orphan_is_open_until_it_goes():
                                  ([], None), events=False)
     assert second.closed.rows["local_port"].tolist() == [50000]            # /proc's rule
     assert len(third.closed) == 0
+
+
+def test_a_key_that_came_back_is_each_socket_once():
+    """A listed socket is destroyed; its key comes back (a reset client's port reused at
+    once) for a socket opened and closed before the next poll, whose read lists that
+    one's TIME_WAIT entry (with a cookie of its own: the socket had none when it was
+    made). The listed socket closes with what it carried; the other is new_and_closed
+    once, with what it carried."""
+    listed = rows_of([conn(50000, 5)])
+    listed["cookie"] = 21
+    timewait = rows_of([conn(50000, 0, TIME_WAIT)])
+    timewait["cookie"], timewait["timer"] = 23, 3
+    gone = rows_of([conn(50000, 0, STATE_CODES["CLOSE"]), conn(50000, 0, STATE_CODES["CLOSE"])])
+    gone["cookie"] = [21, 22]
+    info = np.zeros(2, dtype=CLOSE_INFO_DTYPE)
+    info["bytes_sent"], info["known"] = [100, 1], KNOWN_BYTES_SENT
+    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
+    watcher = Watcher(skip_existing=True)
+    watcher.update(Snapshot(rows_of([])), 0.0, nothing)
+    assert len(watcher.update(Snapshot(listed), 1.0, nothing).new) == 1
+    poll = watcher.update(Snapshot(timewait), 3.0, Destroyed(gone, np.array([2.2, 2.6]), info))
+    assert poll.closed.info["bytes_sent"].tolist() == [100]
+    assert poll.new_and_closed.info["bytes_sent"].tolist() == [1]
