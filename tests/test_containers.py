@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from held import held, netns_inode, run_as_nobody
 from namespaces import add_namespace
@@ -19,6 +20,7 @@ from tcpfast.enrich import containers
 from tcpfast.enrich.containers import (
     NO_CONTAINER,
     Container,
+    HolderLookup,
     Holders,
     Pod,
     PodLogs,
@@ -26,6 +28,8 @@ from tcpfast.enrich.containers import (
     parse_cgroup,
     read_container,
 )
+from tcpfast.events import RowEvents
+from tcpfast.schema import CONNECTION_DTYPE
 from tcpfast.sources.discovery import NamespaceFinder
 
 
@@ -396,3 +400,34 @@ def test_a_missing_pod_log_directory(tmp_path):
     logs = PodLogs(str(tmp_path / "missing"))
     assert logs.lookup(UID) is None
     assert logs.error == f"cannot read {tmp_path}/missing: No such file or directory"
+
+
+def test_closed_connections_keep_the_holder_their_namespace_last_had(netns, cgroups):
+    """A container stops: its processes go first (the namespace then has none of its
+    own, or is gone), its connections are reported closed after. Their closed events
+    name the container the namespace last had (for REMEMBER_POLLS polls); new events
+    name who holds the namespace now."""
+    with held("ip", "netns", "exec", netns) as process:
+        cgroups(f"machine.slice/libpod-{ID}.scope", process.pid)
+        namespace = next(namespace for namespace in NamespaceFinder().scan().namespaces.values()
+                         if process.pid in namespace.pids)
+        found = [namespace]
+        lookup = HolderLookup(lambda: found)
+        lookup.update()
+        rows = np.zeros(1, dtype=CONNECTION_DTYPE)
+        rows["netns"] = namespace.netns
+        events = {kind: RowEvents(kind, rows, np.zeros(1, dtype=np.uint8))
+                  for kind in ("new", "closed", "new_and_closed")}
+
+        def holders(kind: str) -> list[str | None]:
+            annotated = lookup.annotate(events[kind])
+            return [None if at < 0 else annotated.holders[at].container_id
+                    for at in annotated.holder.tolist()]
+        assert holders("new") == holders("closed") == [ID]
+    found = []                                       # the namespace is gone
+    for _ in range(containers.REMEMBER_POLLS - 1):
+        lookup.update()
+        assert holders("closed") == holders("new_and_closed") == [ID]
+        assert holders("new") == [None]
+    lookup.update()
+    assert holders("closed") == [None]               # forgotten at last

@@ -262,6 +262,10 @@ class PodLogs:
         self._trusted = time.time() - before.st_mtime > RACY_SECONDS
 
 
+#: Polls a namespace's last holder is remembered for its closed connections.
+REMEMBER_POLLS = 10
+
+
 class HolderLookup:
     """Which container or pod holds each event's connection (``--all-netns``).
 
@@ -269,8 +273,11 @@ class HolderLookup:
     their processes); each poll, :meth:`update` takes them, and :meth:`annotate`
     then names each event's holder: the owning process's container where the owner is
     known (``--process``: a pod's containers share one namespace), else the
-    namespace's. A namespace gone at this poll is still named for its closed
-    connections (kept one poll). Pod names come from ``pod_logs`` when given.
+    namespace's. A namespace's closed connections are named by the last holder it
+    had for up to REMEMBER_POLLS polls after it had one: a container that stops takes
+    its processes first (the namespace then has none, or only a runtime's helper),
+    its namespace next, and its connections are reported closed after both. Pod
+    names come from ``pod_logs`` when given.
     """
 
     def __init__(self, namespaces: Callable[[], Iterable[Namespace]], procfs: str = "/proc",
@@ -280,23 +287,34 @@ class HolderLookup:
         self.pod_logs = pod_logs
         self._namespaces = Holders(procfs)
         self._by_netns: dict[int, Container] = {}
-        self._before: dict[int, Container] = {}
+        self._remembered: dict[int, tuple[Container, int]] = {}   # netns -> (holder, poll)
+        self._polls = 0
 
     def update(self) -> None:
         """Take the namespaces of this poll's read."""
+        self._polls += 1
         namespaces = list(self._current())
         current = {namespace.netns: self._namespaces.of(namespace.key, namespace.pids)
                    for namespace in namespaces}
         self._namespaces.forget_all_but(namespace.key for namespace in namespaces)
-        self._before, self._by_netns = self._by_netns, current
+        self._by_netns = current
+        for netns, container in current.items():
+            if container != NO_CONTAINER:
+                self._remembered[netns] = (container, self._polls)
+        for netns in [netns for netns, (_, poll) in self._remembered.items()
+                      if poll <= self._polls - REMEMBER_POLLS]:
+            del self._remembered[netns]
 
     def annotate(self, events: RowEvents) -> RowEvents:
         """``events`` with ``holder``/``holders`` filled (-1: in no container or pod)."""
         if not len(events):
             return events
-        containers = {**self._before, **self._by_netns}
         netns = events.rows["netns"].tolist()
-        found: list[Container] = [containers.get(value, NO_CONTAINER) for value in netns]
+        found: list[Container] = [self._by_netns.get(value, NO_CONTAINER) for value in netns]
+        if events.event in ("closed", "new_and_closed"):
+            found = [self._remembered[value][0] if container == NO_CONTAINER
+                     and value in self._remembered else container
+                     for value, container in zip(netns, found)]
         if events.owners is not None:
             mine: dict[int, Container | None] = {}
             for row, owner in enumerate(events.owners):
