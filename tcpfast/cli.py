@@ -206,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="report only connections in these states, by the kernel's "
                              "names or ss's, case-insensitive, e.g. established,listen or "
                              "time-wait, or ss's groups: all, connected, synchronized, "
-                             "bucket, big (default: every state but TIME_WAIT, which is "
-                             "what is left of a closed connection)")
+                             "bucket, big (default: every state but what is left of a closed "
+                             "connection: TIME_WAIT, and FIN_WAIT2 as a timewait entry)")
     selection = parser.add_argument_group(
         "selecting connections", "Only connections these keep are printed, counted and looked "
         "up (--process); port-scan detection still sees every inbound connection. Each option "

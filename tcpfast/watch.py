@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .sources.netlink_events import Destroyed
 
 _TIME_WAIT, _ESTABLISHED = STATE_CODES["TIME_WAIT"], STATE_CODES["ESTABLISHED"]
+_FIN_WAIT2 = STATE_CODES["FIN_WAIT2"]
 _HANDSHAKE = np.array([STATE_CODES["SYN_SENT"], STATE_CODES["SYN_RECV"]], dtype=np.uint8)
 #: States of a socket that has not been established yet (the kernel's counters count the rest).
 _NOT_YET_OPEN = np.array([STATE_CODES["LISTEN"], *_HANDSHAKE], dtype=np.uint8)
@@ -133,7 +134,8 @@ class Watcher:
     """Turns successive snapshots into new and closed connections.
 
     - New: a connection in a chosen state (``states``; by default every state
-      but TIME_WAIT, which is what is left of a connection, not a new one)
+      but what is left of a connection, not a new one: a timewait entry, TIME_WAIT
+      or FIN_WAIT2 with the timewait timer)
       that was not reported before: absent from the last poll, present there
       with another socket inode (closed and reopened), or there in a state not
       chosen (SYN_RECV, then ESTABLISHED under ``--state established``).
@@ -174,7 +176,7 @@ class Watcher:
 
     def _chosen(self, rows: np.ndarray) -> np.ndarray:
         if self._states is None:
-            return rows["state"] != _TIME_WAIT
+            return ~_timewait(rows)
         return np.isin(rows["state"], self._states)
 
     def update(self, snapshot: Snapshot, now: float, destroyed: Destroyed | None = None) -> Poll:
@@ -223,7 +225,7 @@ class Watcher:
         # last poll: new_and_closed (where connections are chosen), never new.
         late = np.zeros(len(rows), dtype=bool)
         if self._short_lived_chosen:
-            late[fresh[rows["state"][fresh] == _TIME_WAIT]] = True
+            late[fresh[_timewait(take_rows(rows, fresh))]] = True
             current.reported[late] = True
         new = chosen & ~current.reported
         current.reported |= chosen
@@ -291,7 +293,7 @@ class Watcher:
         gone, times, carried = destroyed
         at_before = keys.same_socket(gone, before.rows)
         at_now = _one_socket_a_row(gone, times, rows,
-                                   keys.same_socket(gone, rows, by_key=rows["state"] == _TIME_WAIT),
+                                   keys.same_socket(gone, rows, by_key=_timewait(rows)),
                                    _same_cookie(gone, before.rows, at_before))
         at_vanished = keys.same_socket(gone, vanished.rows)
         now_alive = at_now >= 0
@@ -382,9 +384,17 @@ def _identity(rows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
         at = index[seen]
         mine, theirs = rows["cookie"][seen], baseline["cookie"][at]
         other = (mine != 0) & (theirs != 0) & (mine != theirs)
-        other |= (baseline["state"][at] == _TIME_WAIT) & (rows["state"][seen] != _TIME_WAIT)
+        other |= _timewait(take_rows(baseline, at)) & ~_timewait(take_rows(rows, seen))
         index[seen[other]] = -1
     return index
+
+
+def _timewait(rows: np.ndarray) -> np.ndarray:
+    """Which rows are timewait entries, what is left of a closed connection: TIME_WAIT,
+    and FIN_WAIT2 as a timewait entry's substate (an orphan whose peer has not closed
+    yet), told from a full FIN_WAIT2 socket by the timewait timer."""
+    state = rows["state"]
+    return (state == _TIME_WAIT) | ((state == _FIN_WAIT2) & (rows["timer"] == TIMEWAIT_TIMER))
 
 
 def _same_cookie(needles: np.ndarray, haystack: np.ndarray, at: np.ndarray) -> np.ndarray:

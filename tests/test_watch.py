@@ -168,7 +168,8 @@ def test_with_destroy_events_an_orphan_is_open_until_it_goes():
     first, second, third = polls(([established, orphan, other, timewait], nothing),
                                  ([fin_wait1, orphan, other, timewait], nothing),
                                  ([other], Destroyed(gone, np.array([2.5, 2.5]), info)))
-    assert first.new.rows["local_port"].tolist() == [50000, 50001, 50002, 50003]
+    assert first.new.rows["local_port"].tolist() == [50000, 50001, 50002]
+    assert first.new_and_closed.rows["local_port"].tolist() == [50003]   # what is left
     assert len(second.closed) == 0                       # the orphan of 50000 is still open
     assert third.closed.rows["local_port"].tolist() == [50000, 50001]      # not 50002
     assert third.closed.info["bytes_sent"].tolist() == [1000, 1234]
@@ -201,3 +202,22 @@ def test_a_key_that_came_back_is_each_socket_once():
     poll = watcher.update(Snapshot(timewait), 3.0, Destroyed(gone, np.array([2.2, 2.6]), info))
     assert poll.closed.info["bytes_sent"].tolist() == [100]
     assert poll.new_and_closed.info["bytes_sent"].tolist() == [1]
+
+
+def test_a_fin_wait2_timewait_entry_is_what_is_left_not_a_new_connection():
+    """FIN_WAIT2 with the timewait timer (3) is a timewait entry's substate: like a
+    TIME_WAIT row, not new by default; first seen after the first poll, it is
+    new_and_closed, once, and no later row of it (TIME_WAIT) is new either. A full
+    FIN_WAIT2 socket (another timer) is a connection like any other."""
+    fin_wait2 = STATE_CODES["FIN_WAIT2"]
+    entry, full = rows_of([conn(50000, 0, fin_wait2), conn(50001, 0, fin_wait2)])
+    entry["timer"], full["timer"] = 3, 2
+    later = rows_of([conn(50000, 0, TIME_WAIT)])[0]
+    later["timer"] = 3
+    watcher = Watcher()
+    watcher.update(Snapshot(rows_of([])), 0.0)
+    first = watcher.update(Snapshot(np.array([entry, full])), 1.0)
+    assert first.new.rows["local_port"].tolist() == [50001]
+    assert first.new_and_closed.rows["local_port"].tolist() == [50000]
+    second = watcher.update(Snapshot(np.array([later, full])), 2.0)
+    assert len(second.new) == len(second.new_and_closed) == 0
