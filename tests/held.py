@@ -20,6 +20,8 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 
+from namespaces import unshare_or_skip
+
 PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 
 HOLD = """
@@ -89,6 +91,8 @@ class Held:
 @contextlib.contextmanager
 def held(*prefix: str, script: str = HOLD) -> Iterator[Held]:
     """A held process started through ``prefix`` (``ip netns exec NAME``, ``unshare -n``)."""
+    if prefix[:1] == ("unshare",):
+        unshare_or_skip(*prefix[1:])
     process = Held([*prefix, PYTHON, "-c", script])
     try:
         yield process

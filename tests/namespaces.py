@@ -20,6 +20,21 @@ def add_namespace(name: str) -> None:
         pytest.skip(f"cannot create network namespace {name}: {result.stderr.strip()}")
 
 
+_UNSHARED: dict[tuple[str, ...], str | None] = {}
+
+
+def unshare_or_skip(*options: str) -> None:
+    """Skip the test where ``unshare OPTIONS`` is not permitted (a container's build, a
+    sandbox without CAP_SYS_ADMIN); asked once per run."""
+    if options not in _UNSHARED:
+        result = subprocess.run(["unshare", *options, "true"], capture_output=True, text=True)
+        _UNSHARED[options] = None if result.returncode == 0 else (
+            result.stderr.strip() or f"exit status {result.returncode}")
+    if _UNSHARED[options] is not None:
+        pytest.skip(f"cannot make a namespace with unshare {' '.join(options)} here: "
+                    f"{_UNSHARED[options]}")
+
+
 @contextlib.contextmanager
 def peer(namespace: str, *arguments: str) -> Iterator[subprocess.Popen]:
     """tests/netns_peer.py running in ``namespace``; its stdin closed (it exits) at the end."""

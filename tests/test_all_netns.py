@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from held import PYTHON, held, netns_inode, run_as_nobody
-from namespaces import add_namespace
+from namespaces import add_namespace, unshare_or_skip
 from test_faults import run_cli_without_root
 
 from tcpfast.sources.base import Snapshot
@@ -74,6 +74,7 @@ def pair_in(kind: str) -> Iterator[Pair]:
         prefix: tuple[str, ...] = ("ip", "netns", "exec", name)
     else:
         prefix = ("unshare", "--net")
+        unshare_or_skip("--net")
     pair = Pair(*prefix)
     try:
         yield pair

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from held import LEADER_EXITS, as_nobody, held, netns_inode, run_as_nobody
-from namespaces import add_namespace
+from namespaces import add_namespace, unshare_or_skip
 
 from tcpfast.sources import discovery
 from tcpfast.sources.discovery import NamespaceFinder, key_of
@@ -237,6 +237,7 @@ def test_a_process_whose_leader_exited_is_found_through_its_thread():
 def test_processes_that_may_not_be_looked_at_are_counted(request):
     """A procfs mounted with hidepid=1 lists every process but lets nobody look only at its
     own: the others are refused, and their namespaces are missing."""
+    unshare_or_skip("--mount")
     procfs = Path(tempfile.mkdtemp(prefix="tf16-proc-"))     # where nobody may go
     procfs.chmod(0o755)
     request.addfinalizer(procfs.rmdir)
