@@ -394,7 +394,9 @@ def test_with_every_state_a_short_connection_is_reported_once_per_socket(server)
             until(lambda: mine.count() >= 2, "both destroy events")
         poller.poll()
         poller.poll()
-    by_key = sum(int(np.count_nonzero(events.rows["local_port"] == port))
+    server_port = server.getsockname()[1]       # not another socket's leftover of the port
+    by_key = sum(int(np.count_nonzero((events.rows["local_port"] == port)
+                                      & (events.rows["remote_port"] == server_port)))
                  for poll in reported.polls for events in (poll.new, poll.new_and_closed))
     assert by_key == 1                  # the client's socket: its event, or its TIME_WAIT row
 
