@@ -138,6 +138,8 @@ def test_the_module_map_names_every_module():
     modules = {str(path.relative_to(README.parent)) for pattern in ("*.py", "*.pyx", "*.pxd")
                for path in package.rglob(pattern)
                if path.name not in ("__init__.py", "__main__.py")} | {"tcpfast/sources/__init__.py"}
+    if not (package / "watch.py").exists():
+        pytest.skip("no source tree beside the README (an installed wheel is under test)")
     assert sorted(modules - named) == []
     assert sorted(named - modules) == []
 
