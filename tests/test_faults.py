@@ -34,6 +34,8 @@ AS_NOBODY = """
 import os, sys
 import tcpfast.cli
 tcpfast.cli.build_parser().format_help()   # argparse's lazy imports, while still root
+# tcpfast's own lazy imports too: nobody may not read the install (a venv in a 0700 dir)
+import tcpfast.sources.fallback, tcpfast.sources.netlink, tcpfast.sources.netlink_events
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 sys.exit(tcpfast.cli.main(sys.argv[1:]))
 """
