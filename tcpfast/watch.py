@@ -225,7 +225,7 @@ class Watcher:
         # last poll: new_and_closed (where connections are chosen), never new.
         late = np.zeros(len(rows), dtype=bool)
         if self._short_lived_chosen:
-            late[fresh[_timewait(take_rows(rows, fresh))]] = True
+            late[fresh[_timewait(rows)[fresh]]] = True
             current.reported[late] = True
         new = chosen & ~current.reported
         current.reported |= chosen
@@ -378,13 +378,14 @@ def _identity(rows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     where the cookies agree (a socket reusing a key is another one), and never from a
     TIME_WAIT row into a socket (a connect may reuse the ports of a TIME_WAIT entry)."""
     index = keys.match(rows, baseline)
+    left, entered = _timewait(baseline), ~_timewait(rows)    # a byte a row, not row copies
     for start in range(0, len(rows), _CHUNK_ROWS):        # temporaries of a chunk's size
         part = slice(start, start + _CHUNK_ROWS)
         seen = np.flatnonzero(index[part] >= 0) + start
         at = index[seen]
         mine, theirs = rows["cookie"][seen], baseline["cookie"][at]
         other = (mine != 0) & (theirs != 0) & (mine != theirs)
-        other |= _timewait(take_rows(baseline, at)) & ~_timewait(take_rows(rows, seen))
+        other |= left[at] & entered[seen]
         index[seen[other]] = -1
     return index
 
