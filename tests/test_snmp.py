@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from lifetimes import Plan, run
 from namespaces import add_namespace, peer
-from tracepoint import trace_or_skip
+from tracepoint import trace_or_skip, until_traced_whole
 
 from tcpfast.sources.snmp import SnmpCounters, SnmpFormatError, parse, read_counters
 
@@ -161,10 +161,15 @@ def test_under_a_load_of_every_lifetime_and_close_the_counters_equal_the_tracepo
     """Over a whole run, ActiveOpens + PassiveOpens - AttemptFails is exactly the number
     of sockets the tracepoint saw reach ESTABLISHED in the namespace."""
     plan = Plan(connections=150, seconds=1.0, lifetimes=(0.0, 0.05, 0.3), workers=2)
-    with trace_or_skip() as trace, SnmpCounters() as counters:
-        before = counters.read()
-        ledger = run(plan)
-        after = counters.read()
+
+    def measure():
+        with trace_or_skip() as trace, SnmpCounters() as counters:
+            before = counters.read()
+            ledger = run(plan)
+            after = counters.read()
+        return trace, ledger, before, after
+
+    trace, ledger, before, after = until_traced_whole(measure)
     assert not ledger.errors
     assert len(trace.sockets) >= 2 * plan.connections
     assert after.opened_since(before) == len(trace.sockets)

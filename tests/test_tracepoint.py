@@ -8,7 +8,7 @@ import socket
 import pytest
 from lifetimes import Plan, run
 from test_live import NO_IPV6
-from tracepoint import TraceLost, Tracepoint, trace_or_skip
+from tracepoint import ProgramSkipped, TraceLost, Tracepoint, trace_or_skip, until_traced_whole
 
 #: Which state each side leaves for CLOSE, per way of closing (the first closer ends
 #: in TIME_WAIT; a reset leaves both from ESTABLISHED).
@@ -87,3 +87,38 @@ def test_output_bpftrace_could_not_keep_is_an_error_not_a_smaller_truth():
             run(Plan(connections=300, seconds=0.0, lifetimes=(0.0,), workers=1))
         finally:
             os.kill(trace.pid, signal.SIGCONT)
+
+
+def test_a_window_the_kernel_skipped_is_measured_again_and_said_so():
+    """Only a ProgramSkipped window is measured again, at most three times in all."""
+    calls = []
+
+    def skipped_twice():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ProgramSkipped("the kernel skipped the program 2 times")
+        return "whole"
+
+    with pytest.warns(UserWarning, match="not traced whole") as said:
+        assert until_traced_whole(skipped_twice) == "whole"
+    assert len(calls) == 3
+    assert [str(warning.message).split(" (")[0] for warning in said] == [
+        "window 1 of 3 not traced whole", "window 2 of 3 not traced whole"]
+
+    def always_skipped():
+        calls.append(1)
+        raise ProgramSkipped("skipped")
+
+    calls.clear()
+    with pytest.warns(UserWarning), pytest.raises(ProgramSkipped):
+        until_traced_whole(always_skipped)
+    assert len(calls) == 3
+
+    def lost():
+        calls.append(1)
+        raise TraceLost("bpftrace lost 3 events")
+
+    calls.clear()
+    with pytest.raises(TraceLost, match="lost 3"):
+        until_traced_whole(lost)
+    assert len(calls) == 1
