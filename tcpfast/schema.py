@@ -73,6 +73,28 @@ def take_rows(rows: np.ndarray, which: np.ndarray) -> np.ndarray:
     return picked.view(CONNECTION_DTYPE).reshape(-1)
 
 
+#: Rows moved at once by compact_rows: its only temporary is a chunk of this many.
+_COMPACT_ROWS = 1 << 16
+
+
+def compact_rows(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``rows[keep]`` (a mask), moved to the front of ``rows`` itself a chunk at a time,
+    as a view of it: a selection that keeps nearly every row, with no second copy of
+    them. ``rows``: contiguous, writable rows of CONNECTION_DTYPE; what follows the
+    view is left as it was."""
+    check_rows(rows, "rows", writable=True)
+    if keep.dtype != bool or keep.shape != rows.shape:
+        raise ValueError(f"keep must be a mask of {len(rows)} rows")
+    words = _words(rows)
+    end = 0
+    for start in range(0, len(rows), _COMPACT_ROWS):
+        part = slice(start, start + _COMPACT_ROWS)
+        kept = np.compress(keep[part], words[part], axis=0)      # before anything moves there
+        words[end:end + len(kept)] = kept
+        end += len(kept)
+    return rows[:end]
+
+
 def concatenate_rows(parts: list[np.ndarray]) -> np.ndarray:
     """``np.concatenate(parts)`` of contiguous arrays of rows, copied as 64-bit words."""
     if len(parts) == 1:

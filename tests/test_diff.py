@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from tcpfast import CONNECTION_DTYPE, closed_connections, new_connections
 from tcpfast.diff import keys
+from tcpfast.schema import compact_rows
 
 try:
     from tcpfast.diff import _keys
@@ -89,6 +90,31 @@ def test_unique_matches_the_model(rows):
     kept, dropped = keys.unique(rows)
     assert [r.tobytes() for r in kept] == model_unique(rows)
     assert dropped == len(rows) - len(kept)
+    own = rows.copy()                       # a read's own array, compacted where it lies
+    in_place, dropped_there = keys.unique(own, in_place=True)
+    assert in_place.tobytes() == kept.tobytes() and dropped_there == dropped
+    assert not dropped or np.shares_memory(in_place, own)
+
+
+def test_compacting_rows_in_place_across_chunks_is_the_selection():
+    """compact_rows moves a chunk at a time: masks that keep runs, nothing, everything,
+    and every other row, over several chunks, give what numpy's selection gives."""
+    rng = np.random.default_rng(7)
+    rows = np.zeros(200_003, dtype=CONNECTION_DTYPE)
+    rows.view(np.uint64)[:] = rng.integers(0, 2**63, rows.nbytes // 8, dtype=np.uint64)
+    masks = [rng.random(len(rows)) < 0.97, np.zeros(len(rows), bool), np.ones(len(rows), bool),
+             np.arange(len(rows)) % 2 == 0, np.arange(len(rows)) >= 150_000]
+    for keep in masks:
+        own = rows.copy()
+        compacted = compact_rows(own, keep)
+        assert compacted.tobytes() == rows[keep].tobytes()
+        assert np.shares_memory(compacted, own) or not len(compacted)
+    with pytest.raises(ValueError, match="read-only"):
+        frozen = rows.copy()
+        frozen.flags.writeable = False
+        compact_rows(frozen, masks[0])
+    with pytest.raises(ValueError, match="mask of 200003 rows"):
+        compact_rows(rows.copy(), masks[0][:10])
 
 
 @pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..schema import CONNECTION_DTYPE, FIELD_OFFSETS, check_rows, take_rows
+from ..schema import CONNECTION_DTYPE, FIELD_OFFSETS, check_rows, compact_rows, take_rows
 
 ROW_WORDS = CONNECTION_DTYPE.itemsize // 8
 PORTS_WORD = FIELD_OFFSETS["local_port"] // 8
@@ -186,15 +186,19 @@ def listened(rows: np.ndarray, listeners: np.ndarray) -> np.ndarray:
     return _listened(_contiguous(rows), _contiguous(listeners))
 
 
-def unique(rows: np.ndarray) -> tuple[np.ndarray, int]:
+def unique(rows: np.ndarray, *, in_place: bool = False) -> tuple[np.ndarray, int]:
     """Rows with each connection kept once, in their order, and how many were dropped.
 
     A row is dropped when the same connection is listed earlier with the same
     inode, or it has inode 0 and the connection is also listed with a real one.
+    ``in_place``: the kept rows are moved to the front of ``rows`` itself (a read's
+    own array: at 10^6 rows a copy is 80 MB more at the peak of a poll).
     """
     drop = _duplicates(_contiguous(rows))
     dropped = int(drop.sum())
-    return (take_rows(rows, ~drop) if dropped else rows), dropped
+    if not dropped:
+        return rows, 0
+    return (compact_rows(rows, ~drop) if in_place else take_rows(rows, ~drop)), dropped
 
 
 def _contiguous(rows: np.ndarray) -> np.ndarray:

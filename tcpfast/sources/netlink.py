@@ -66,7 +66,8 @@ class NetlinkSource:
         if not self._listeners:
             return snapshot
         listeners = self._diag.dump(LISTENERS, families=self._families, stop_reading=stop_reading)
-        rows, duplicates = keys.unique(np.concatenate([snapshot.rows, listeners.rows]))
+        rows, duplicates = keys.unique(np.concatenate([snapshot.rows, listeners.rows]),
+                                       in_place=True)
         return replace(snapshot, rows=rows, malformed=snapshot.malformed + listeners.malformed,
                        duplicates=snapshot.duplicates + duplicates,
                        complete=snapshot.complete and listeners.complete)

@@ -129,7 +129,7 @@ def read_tables(proc_root: str, *, size_hint: int = 0, stop_reading: StopReading
     rows = collector.rows()
     malformed = collector.malformed
     del collector                        # its blocks, once joined, are not held through unique()
-    rows, duplicates = keys.unique(rows)
+    rows, duplicates = keys.unique(rows, in_place=True)
     if netns:
         rows["netns"] = netns
     return Snapshot(rows, malformed, duplicates, complete)

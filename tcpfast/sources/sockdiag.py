@@ -135,7 +135,7 @@ class SockDiag:
             rows = collector.rows()
             if self.request == TCPDIAG_GETSOCK and tuple(families) != (4, 6):
                 rows = rows[np.isin(rows["family"], families)]
-            rows, duplicates = keys.unique(rows)
+            rows, duplicates = keys.unique(rows, in_place=True)
             if self.netns:
                 rows["netns"] = self.netns
             return Snapshot(rows, collector.malformed, duplicates, complete)
