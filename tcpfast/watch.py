@@ -9,7 +9,7 @@ the key match (``diff.keys.match``), all with vectorised operations.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,21 +41,34 @@ if TYPE_CHECKING:
 
 _TIME_WAIT, _ESTABLISHED = STATE_CODES["TIME_WAIT"], STATE_CODES["ESTABLISHED"]
 _FIN_WAIT2 = STATE_CODES["FIN_WAIT2"]
-_HANDSHAKE = np.array([STATE_CODES["SYN_SENT"], STATE_CODES["SYN_RECV"]], dtype=np.uint8)
+
+
+def _state_table(codes: Iterable[int]) -> np.ndarray:
+    """A table of 256 bools, one per state code: ``table[rows["state"]]`` says which rows
+    are in one of the states ``codes``, a byte a row (np.isin makes temporaries of
+    several bytes a row, and takes 5x as long)."""
+    table = np.zeros(256, dtype=bool)
+    table[list(codes)] = True
+    return table
+
+
+def _in_states(*names: str) -> np.ndarray:
+    return _state_table(STATE_CODES[name] for name in names)
+
+
+_HANDSHAKE = _in_states("SYN_SENT", "SYN_RECV")
 #: States of a socket that has not been established yet (the kernel's counters count the rest).
-_NOT_YET_OPEN = np.array([STATE_CODES["LISTEN"], *_HANDSHAKE], dtype=np.uint8)
+_NOT_YET_OPEN = _in_states("LISTEN", "SYN_SENT", "SYN_RECV")
 #: States a socket without an inode may still have its socket in: accepted by the kernel
 #: and waiting in a listener's queue (no process has it yet), or a pending handshake.
 #: Without an inode in any other state, what is listed is what is left of a closed one
 #: (TIME_WAIT, a FIN_WAIT2 minisocket, an orphan its process closed).
-_QUEUED = np.array([_ESTABLISHED, STATE_CODES["CLOSE_WAIT"], STATE_CODES["SYN_RECV"]],
-                   dtype=np.uint8)
+_QUEUED = _in_states("ESTABLISHED", "CLOSE_WAIT", "SYN_RECV")
 #: States of an orphan: a socket its process closed, still a full socket in the kernel,
 #: whose destroy event comes when it goes. A timewait entry (TIME_WAIT, or FIN_WAIT2
 #: as its substate) is not one: the socket was destroyed when it was made; its rows
 #: say so by their timer (3, the timewait timer, in /proc and in sock_diag alike).
-_ORPHANED = np.array([STATE_CODES[name] for name in ("FIN_WAIT1", "FIN_WAIT2", "CLOSING",
-                                                     "LAST_ACK")], dtype=np.uint8)
+_ORPHANED = _in_states("FIN_WAIT1", "FIN_WAIT2", "CLOSING", "LAST_ACK")
 #: A socket's min RTT before any segment was acknowledged: a connect never answered.
 _NO_RTT = 0xFFFFFFFF
 #: Polls a destroyed socket's info waits for the closed event of the row it was.
@@ -66,7 +79,7 @@ WAITING_POLLS = 2
 #: a poll of 10^6 rows holds chunks of them, not whole copies.
 _CHUNK_ROWS = 1 << 16
 
-_COLUMNS = ("rows", "inode", "first_seen", "direction", "reported", "owner")
+_COLUMNS = ("first_seen", "direction", "reported")
 _NO_OWNER = -1
 #: Owners held at least, before the table of owners is compacted to those still in use.
 _OWNERS_BEFORE_COMPACTING = 1024
@@ -77,21 +90,33 @@ class _Known:
     """Rows of connections, and what is known of each, as contiguous columns."""
 
     rows: np.ndarray
-    inode: np.ndarray           # rows["inode"], contiguous: read several times a poll
     first_seen: np.ndarray      # time.time() of the first poll that saw it; NaN: before the start
     direction: np.ndarray
     reported: np.ndarray        # reported as new (or present in a chosen state at the start)
-    owner: np.ndarray           # index into the watcher's owners, found when it was new; -1: none
+    #: Index into the watcher's owners, found when it was new; -1: none. None until an
+    #: owner is named (without --process: 4 bytes a row not held, twice during a poll).
+    owner: np.ndarray | None = None
 
     def take(self, which: np.ndarray) -> _Known:
-        return _Known(take_rows(self.rows, which),
-                      *(getattr(self, name)[which] for name in _COLUMNS[1:]))
+        return _Known(take_rows(self.rows, which), self.first_seen[which],
+                      self.direction[which], self.reported[which],
+                      None if self.owner is None else self.owner[which])
 
     @staticmethod
     def join(*parts: _Known) -> _Known:
-        return _Known(concatenate_rows([part.rows for part in parts]),
-                      *(np.concatenate([getattr(part, name) for part in parts])
-                        for name in _COLUMNS[1:]))
+        owner = None
+        if any(part.owner is not None for part in parts):
+            owner = np.concatenate([part.owners() for part in parts])
+        first_seen, direction, reported = (np.concatenate([getattr(part, name) for part in parts])
+                                           for name in _COLUMNS)
+        return _Known(concatenate_rows([part.rows for part in parts]), first_seen, direction,
+                      reported, owner)
+
+    def owners(self) -> np.ndarray:
+        """The owner column, made (no row with an owner) if there was none."""
+        if self.owner is None:
+            self.owner = np.full(len(self.rows), _NO_OWNER, dtype=np.int32)
+        return self.owner
 
 
 class _Owners:
@@ -158,7 +183,7 @@ class Watcher:
 
     def __init__(self, states: Collection[int] | None = None, *, skip_existing: bool = False,
                  ephemeral: tuple[int, int] = DEFAULT_EPHEMERAL_PORTS) -> None:
-        self._states = np.array(sorted(states), dtype=np.uint8) if states else None
+        self._states = _state_table(states) if states else None
         self._skip_existing = skip_existing
         self._ephemeral = ephemeral
         self._known: _Known | None = None
@@ -167,7 +192,7 @@ class Watcher:
         self._new_at = np.empty(0, dtype=np.int64)  # where the last update's new rows are known
         # Connections opened and closed between polls are reported where ESTABLISHED is
         # chosen (the path of a connection seen only at its end is not known).
-        self._short_lived_chosen = self._states is None or _ESTABLISHED in self._states
+        self._short_lived_chosen = self._states is None or bool(self._states[_ESTABLISHED])
         self._waiting: dict[int, tuple[np.void, int]] = {}   # cookie -> (info, poll heard)
         self._polls = 0
         #: The destroyed sockets the last poll reported that no row was: a read after it
@@ -177,19 +202,17 @@ class Watcher:
     def _chosen(self, rows: np.ndarray) -> np.ndarray:
         if self._states is None:
             return ~_timewait(rows)
-        return np.isin(rows["state"], self._states)
+        return self._states[rows["state"]]
 
     def update(self, snapshot: Snapshot, now: float, destroyed: Destroyed | None = None) -> Poll:
         """This poll's events; on the first poll every current connection is new
         (none with ``skip_existing``). ``destroyed``: the sockets the kernel destroyed
         since the last poll's (netlink's destroy events, drained after this read)."""
         rows = snapshot.rows
-        inode = np.ascontiguousarray(rows["inode"])
         chosen = self._chosen(rows)
         if self._known is None or self._vanished is None:
             direction = directions(rows, ephemeral=self._ephemeral)
-            self._known = _Known(rows, inode, np.full(len(rows), math.nan), direction, chosen,
-                                 np.full(len(rows), _NO_OWNER, dtype=np.int32))
+            self._known = _Known(rows, np.full(len(rows), math.nan), direction, chosen)
             self._vanished = self._known.take(np.zeros(len(rows), dtype=bool))
             new = np.zeros(len(rows), dtype=bool) if self._skip_existing else chosen
             self._new_at = np.flatnonzero(new)
@@ -201,21 +224,23 @@ class Watcher:
         if len(before.rows):
             # Gathered through index itself: its -1s take the last row's values, which
             # every unseen row has replaced below (no 8-byte-a-row copy of index).
-            current = _Known(rows, inode, before.first_seen[index], before.direction[index],
-                             before.reported[index] & seen,
-                             np.where(seen, before.owner[index], _NO_OWNER).astype(np.int32,
-                                                                                   copy=False))
+            current = _Known(rows, before.first_seen[index], before.direction[index],
+                             before.reported[index] & seen)
+            if before.owner is not None:
+                current.owner = before.owner[index]
+                current.owner[~seen] = _NO_OWNER
         else:
-            current = _Known(rows, inode, np.empty(len(rows)), np.empty(len(rows), np.uint8),
-                             np.zeros(len(rows), dtype=bool),
-                             np.full(len(rows), _NO_OWNER, dtype=np.int32))
+            current = _Known(rows, np.empty(len(rows)), np.empty(len(rows), np.uint8),
+                             np.zeros(len(rows), dtype=bool))
         unseen = np.flatnonzero(~seen)
         if len(unseen):             # ... or from a missed read, or found now
             current.first_seen[unseen] = now
-            back = self._back_from_a_missed_read(rows[unseen], inode[unseen])
+            back = self._back_from_a_missed_read(rows[unseen])
             found = back >= 0
-            for name in ("first_seen", "direction", "reported", "owner"):
+            for name in _COLUMNS:
                 getattr(current, name)[unseen[found]] = getattr(self._vanished, name)[back[found]]
+            if self._vanished.owner is not None:
+                current.owners()[unseen[found]] = self._vanished.owner[back[found]]
             fresh = unseen[~found]
             current.direction[fresh] = directions(take_rows(rows, fresh), listeners=rows,
                                                   ephemeral=self._ephemeral)
@@ -231,20 +256,19 @@ class Watcher:
         current.reported |= chosen
         self._new_at = np.flatnonzero(new)        # current's rows come first in what is known
         # Sockets past the handshake for the first time: what the kernel's counters count.
-        past = ~np.isin(rows["state"], _NOT_YET_OPEN)
+        past = ~_NOT_YET_OPEN[rows["state"]]
         opened = np.zeros(len(rows), dtype=bool)
+        if len(before.rows):                      # through index's -1s, as above
+            opened = _HANDSHAKE[before.rows["state"]][index] & seen
         opened[fresh] = True
-        opened[seen] = np.isin(before.rows["state"][index[seen]], _HANDSHAKE)
         established = int((opened & past).sum())
 
         # With destroy events an orphan still holds its socket: it is closed when it goes
         # (its destroy event has what it carried), not when its process let it go.
         orphans = destroyed is not None
         holding = _holds_a_socket(rows, orphans)
-        listed = np.zeros(len(before.rows), dtype=bool)      # some row of this poll is it
-        listed[index[seen]] = True
-        alive = np.zeros(len(before.rows), dtype=bool)       # ... and still has a socket
-        alive[index[seen & holding]] = True
+        listed = _pointed_at(len(before.rows), index)           # some row of this poll is it
+        alive = _pointed_at(len(before.rows), index, holding)   # ... and still has a socket
         ended = ~alive & _holds_a_socket(before.rows, orphans)
         if snapshot.complete and not snapshot.unread:
             self._known = current
@@ -255,8 +279,8 @@ class Watcher:
         vanished_before, self._vanished = self._vanished, before.take(ended)
         owners = None                             # not looked up
         if self._owners is not None:
-            owners = self._owners.named(before.owner[closed])
-            self._owners.compact(self._known.owner, self._vanished.owner)
+            owners = self._owners.named(before.owners()[closed])
+            self._owners.compact(self._known.owners(), self._vanished.owners())
         info = None
         if destroyed is None:
             short_lived = _late_events(rows, late, current.direction, now)
@@ -360,16 +384,17 @@ class Watcher:
         if self._owners is None:
             self._owners = _Owners()
         assert self._known is not None
-        self._known.owner[new_at] = self._owners.indexes(owners)
+        self._known.owners()[new_at] = self._owners.indexes(owners)
 
-    def _back_from_a_missed_read(self, rows: np.ndarray, inode: np.ndarray) -> np.ndarray:
+    def _back_from_a_missed_read(self, rows: np.ndarray) -> np.ndarray:
         """For each row, the index of the vanished row that is the very same
         socket (the same key and the same non-zero inode), or -1."""
         assert self._vanished is not None
         if not len(self._vanished.rows):
             return np.full(len(rows), -1, dtype=np.int64)
         index = keys.match(rows, self._vanished.rows)
-        same = (index >= 0) & (inode != 0) & (inode == self._vanished.inode[index])
+        inode = rows["inode"]
+        same = (index >= 0) & (inode != 0) & (inode == self._vanished.rows["inode"][index])
         return np.where(same, index, -1)
 
 
@@ -388,6 +413,19 @@ def _identity(rows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
         other |= left[at] & entered[seen]
         index[seen[other]] = -1
     return index
+
+
+def _pointed_at(size: int, index: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """Which of ``size`` rows an entry of ``index`` (-1: none) points to, of the entries
+    ``where`` marks (all if None): a chunk at a time, never an 8-byte-a-row copy of index."""
+    pointed = np.zeros(size, dtype=bool)
+    for start in range(0, len(index), _CHUNK_ROWS):
+        part = index[start:start + _CHUNK_ROWS]
+        points = part >= 0
+        if where is not None:
+            points &= where[start:start + _CHUNK_ROWS]
+        pointed[part[points]] = True
+    return pointed
 
 
 def _timewait(rows: np.ndarray) -> np.ndarray:
@@ -430,9 +468,9 @@ def _one_socket_a_row(gone: np.ndarray, times: np.ndarray, rows: np.ndarray, at:
 def _holds_a_socket(rows: np.ndarray, orphans: bool = False) -> np.ndarray:
     """Which rows are a live socket or handshake (not what is left of a closed one);
     ``orphans``: an orphaned socket counts as one."""
-    holding = (rows["inode"] != 0) | np.isin(rows["state"], _QUEUED)
+    holding = (rows["inode"] != 0) | _QUEUED[rows["state"]]
     if orphans:
-        holding |= np.isin(rows["state"], _ORPHANED) & (rows["timer"] != TIMEWAIT_TIMER)
+        holding |= _ORPHANED[rows["state"]] & (rows["timer"] != TIMEWAIT_TIMER)
     return holding
 
 
