@@ -39,36 +39,63 @@ from .sources import Snapshot
 if TYPE_CHECKING:
     from .sources.netlink_events import Destroyed
 
-_TIME_WAIT, _ESTABLISHED = STATE_CODES["TIME_WAIT"], STATE_CODES["ESTABLISHED"]
-_FIN_WAIT2 = STATE_CODES["FIN_WAIT2"]
+_ESTABLISHED = STATE_CODES["ESTABLISHED"]
 
 
 def _state_table(codes: Iterable[int]) -> np.ndarray:
-    """A table of 256 bools, one per state code: ``table[rows["state"]]`` says which rows
-    are in one of the states ``codes``, a byte a row (np.isin makes temporaries of
-    several bytes a row, and takes 5x as long)."""
+    """A table of 256 bools, one per state code: true for the states ``codes``."""
     table = np.zeros(256, dtype=bool)
     table[list(codes)] = True
     return table
 
 
+# A row's kind: its state, whether its timer is the timewait timer and whether it has
+# an inode, in 16 bits (_kinds). Read from the 80-byte rows once a poll, it answers
+# every question the watcher asks of a row by a lookup in a table of 1024 bools: a
+# pass over one field of 10^6 rows reads all 80 MB of them (and np.isin makes
+# temporaries of several bytes a row), a lookup reads 2 MB.
+_WITH_TIMEWAIT_TIMER, _WITH_INODE = 1 << 8, 1 << 9
+_KIND = np.arange(1 << 10)
+
+
+def _by_kind(states: np.ndarray) -> np.ndarray:
+    """A table by state code (256 bools) as a table by kind."""
+    return states[_KIND & 0xFF]
+
+
 def _in_states(*names: str) -> np.ndarray:
-    return _state_table(STATE_CODES[name] for name in names)
+    return _by_kind(_state_table(STATE_CODES[name] for name in names))
 
 
+_ON_TIMEWAIT_TIMER = (_KIND & _WITH_TIMEWAIT_TIMER) != 0
 _HANDSHAKE = _in_states("SYN_SENT", "SYN_RECV")
 #: States of a socket that has not been established yet (the kernel's counters count the rest).
 _NOT_YET_OPEN = _in_states("LISTEN", "SYN_SENT", "SYN_RECV")
-#: States a socket without an inode may still have its socket in: accepted by the kernel
-#: and waiting in a listener's queue (no process has it yet), or a pending handshake.
-#: Without an inode in any other state, what is listed is what is left of a closed one
-#: (TIME_WAIT, a FIN_WAIT2 minisocket, an orphan its process closed).
-_QUEUED = _in_states("ESTABLISHED", "CLOSE_WAIT", "SYN_RECV")
-#: States of an orphan: a socket its process closed, still a full socket in the kernel,
-#: whose destroy event comes when it goes. A timewait entry (TIME_WAIT, or FIN_WAIT2
-#: as its substate) is not one: the socket was destroyed when it was made; its rows
-#: say so by their timer (3, the timewait timer, in /proc and in sock_diag alike).
-_ORPHANED = _in_states("FIN_WAIT1", "FIN_WAIT2", "CLOSING", "LAST_ACK")
+#: What is left of a closed connection: TIME_WAIT, and FIN_WAIT2 as a timewait entry's
+#: substate (an orphan whose peer has not closed yet), told from a full FIN_WAIT2
+#: socket by the timewait timer (3, in /proc and in sock_diag alike).
+_TIMEWAIT = _in_states("TIME_WAIT") | (_in_states("FIN_WAIT2") & _ON_TIMEWAIT_TIMER)
+#: A live socket or handshake: one with an inode, or without one in a state a socket
+#: may still be in, accepted by the kernel and waiting in a listener's queue (no
+#: process has it yet), or a pending handshake. Without an inode in any other state,
+#: what is listed is what is left of a closed one (TIME_WAIT, a FIN_WAIT2 minisocket,
+#: an orphan its process closed).
+_HOLDING = ((_KIND & _WITH_INODE) != 0) | _in_states("ESTABLISHED", "CLOSE_WAIT", "SYN_RECV")
+#: ... or an orphan: a socket its process closed, still a full socket in the kernel,
+#: whose destroy event comes when it goes. A timewait entry is not one: the socket was
+#: destroyed when it was made.
+_HOLDING_OR_ORPHAN = _HOLDING | (_in_states("FIN_WAIT1", "FIN_WAIT2", "CLOSING", "LAST_ACK")
+                                 & ~_ON_TIMEWAIT_TIMER)
+
+
+def _kinds(rows: np.ndarray) -> np.ndarray:
+    """Each row's kind (see above): three passes over the rows, once a poll."""
+    kind = rows["state"].astype(np.uint16)
+    kind |= (rows["timer"] == TIMEWAIT_TIMER).astype(np.uint16) << 8
+    kind |= (rows["inode"] != 0).astype(np.uint16) << 9
+    return kind
+
+
 #: A socket's min RTT before any segment was acknowledged: a connect never answered.
 _NO_RTT = 0xFFFFFFFF
 #: Polls a destroyed socket's info waits for the closed event of the row it was.
@@ -90,6 +117,7 @@ class _Known:
     """Rows of connections, and what is known of each, as contiguous columns."""
 
     rows: np.ndarray
+    kind: np.ndarray            # _kinds(rows)
     first_seen: np.ndarray      # time.time() of the first poll that saw it; NaN: before the start
     direction: np.ndarray
     reported: np.ndarray        # reported as new (or present in a chosen state at the start)
@@ -98,7 +126,7 @@ class _Known:
     owner: np.ndarray | None = None
 
     def take(self, which: np.ndarray) -> _Known:
-        return _Known(take_rows(self.rows, which), self.first_seen[which],
+        return _Known(take_rows(self.rows, which), self.kind[which], self.first_seen[which],
                       self.direction[which], self.reported[which],
                       None if self.owner is None else self.owner[which])
 
@@ -109,7 +137,8 @@ class _Known:
             owner = np.concatenate([part.owners() for part in parts])
         first_seen, direction, reported = (np.concatenate([getattr(part, name) for part in parts])
                                            for name in _COLUMNS)
-        return _Known(concatenate_rows([part.rows for part in parts]), first_seen, direction,
+        return _Known(concatenate_rows([part.rows for part in parts]),
+                      np.concatenate([part.kind for part in parts]), first_seen, direction,
                       reported, owner)
 
     def owners(self) -> np.ndarray:
@@ -183,7 +212,7 @@ class Watcher:
 
     def __init__(self, states: Collection[int] | None = None, *, skip_existing: bool = False,
                  ephemeral: tuple[int, int] = DEFAULT_EPHEMERAL_PORTS) -> None:
-        self._states = _state_table(states) if states else None
+        self._states = _by_kind(_state_table(states)) if states else None
         self._skip_existing = skip_existing
         self._ephemeral = ephemeral
         self._known: _Known | None = None
@@ -199,38 +228,37 @@ class Watcher:
         #: may still list one's TIME_WAIT row (the read before the event missed it).
         self._heard_last = np.empty(0, dtype=CONNECTION_DTYPE)
 
-    def _chosen(self, rows: np.ndarray) -> np.ndarray:
-        if self._states is None:
-            return ~_timewait(rows)
-        return self._states[rows["state"]]
+    def _chosen(self, kind: np.ndarray) -> np.ndarray:
+        return ~_TIMEWAIT[kind] if self._states is None else self._states[kind]
 
     def update(self, snapshot: Snapshot, now: float, destroyed: Destroyed | None = None) -> Poll:
         """This poll's events; on the first poll every current connection is new
         (none with ``skip_existing``). ``destroyed``: the sockets the kernel destroyed
         since the last poll's (netlink's destroy events, drained after this read)."""
         rows = snapshot.rows
-        chosen = self._chosen(rows)
+        kind = _kinds(rows)
+        chosen = self._chosen(kind)
         if self._known is None or self._vanished is None:
             direction = directions(rows, ephemeral=self._ephemeral)
-            self._known = _Known(rows, np.full(len(rows), math.nan), direction, chosen)
+            self._known = _Known(rows, kind, np.full(len(rows), math.nan), direction, chosen)
             self._vanished = self._known.take(np.zeros(len(rows), dtype=bool))
             new = np.zeros(len(rows), dtype=bool) if self._skip_existing else chosen
             self._new_at = np.flatnonzero(new)
             return Poll(now, snapshot, True, RowEvents("new", take_rows(rows, new), direction[new]))
         before = self._known
-        index = _identity(rows, before.rows)
+        index = _identity(rows, before.rows, kind, before.kind)
         seen = index >= 0
         # What is known of each row: gathered from the row it matched (most of them) ...
         if len(before.rows):
             # Gathered through index itself: its -1s take the last row's values, which
             # every unseen row has replaced below (no 8-byte-a-row copy of index).
-            current = _Known(rows, before.first_seen[index], before.direction[index],
+            current = _Known(rows, kind, before.first_seen[index], before.direction[index],
                              before.reported[index] & seen)
             if before.owner is not None:
                 current.owner = before.owner[index]
                 current.owner[~seen] = _NO_OWNER
         else:
-            current = _Known(rows, np.empty(len(rows)), np.empty(len(rows), np.uint8),
+            current = _Known(rows, kind, np.empty(len(rows)), np.empty(len(rows), np.uint8),
                              np.zeros(len(rows), dtype=bool))
         unseen = np.flatnonzero(~seen)
         if len(unseen):             # ... or from a missed read, or found now
@@ -250,26 +278,26 @@ class Watcher:
         # last poll: new_and_closed (where connections are chosen), never new.
         late = np.zeros(len(rows), dtype=bool)
         if self._short_lived_chosen:
-            late[fresh[_timewait(rows)[fresh]]] = True
+            late[fresh[_TIMEWAIT[kind[fresh]]]] = True
             current.reported[late] = True
         new = chosen & ~current.reported
         current.reported |= chosen
         self._new_at = np.flatnonzero(new)        # current's rows come first in what is known
         # Sockets past the handshake for the first time: what the kernel's counters count.
-        past = ~_NOT_YET_OPEN[rows["state"]]
+        past = ~_NOT_YET_OPEN[kind]
         opened = np.zeros(len(rows), dtype=bool)
         if len(before.rows):                      # through index's -1s, as above
-            opened = _HANDSHAKE[before.rows["state"]][index] & seen
+            opened = _HANDSHAKE[before.kind][index] & seen
         opened[fresh] = True
         established = int((opened & past).sum())
 
         # With destroy events an orphan still holds its socket: it is closed when it goes
         # (its destroy event has what it carried), not when its process let it go.
-        orphans = destroyed is not None
-        holding = _holds_a_socket(rows, orphans)
+        holds_a_socket = _HOLDING if destroyed is None else _HOLDING_OR_ORPHAN
+        holding = holds_a_socket[kind]
         listed = _pointed_at(len(before.rows), index)           # some row of this poll is it
         alive = _pointed_at(len(before.rows), index, holding)   # ... and still has a socket
-        ended = ~alive & _holds_a_socket(before.rows, orphans)
+        ended = ~alive & holds_a_socket[before.kind]
         if snapshot.complete and not snapshot.unread:
             self._known = current
         else:           # what the read did not reach is still open, as far as we know
@@ -286,7 +314,7 @@ class Watcher:
             short_lived = _late_events(rows, late, current.direction, now)
         else:
             info, short_lived, heard = self._judge_destroyed(
-                destroyed, rows, holding, late, current.direction, closed,
+                destroyed, rows, kind, holding, late, current.direction, closed,
                 before, vanished_before, now)
             established += heard
         return Poll(now, snapshot, False, RowEvents("new", take_rows(rows, new), current.direction[new]),
@@ -295,7 +323,8 @@ class Watcher:
                     RowEvents("appeared", take_rows(rows, fresh), current.direction[fresh]),
                     new_and_closed=short_lived, established=established)
 
-    def _judge_destroyed(self, destroyed: Destroyed, rows: np.ndarray, holding: np.ndarray,
+    def _judge_destroyed(self, destroyed: Destroyed, rows: np.ndarray, kind: np.ndarray,
+                         holding: np.ndarray,
                          late: np.ndarray, direction: np.ndarray, closed: np.ndarray,
                          before: _Known, vanished: _Known, now: float
                          ) -> tuple[np.ndarray, RowEvents, int]:
@@ -317,7 +346,7 @@ class Watcher:
         gone, times, carried = destroyed
         at_before = keys.same_socket(gone, before.rows)
         at_now = _one_socket_a_row(gone, times, rows,
-                                   keys.same_socket(gone, rows, by_key=_timewait(rows)),
+                                   keys.same_socket(gone, rows, by_key=_TIMEWAIT[kind]),
                                    _same_cookie(gone, before.rows, at_before))
         at_vanished = keys.same_socket(gone, vanished.rows)
         now_alive = at_now >= 0
@@ -398,12 +427,13 @@ class Watcher:
         return np.where(same, index, -1)
 
 
-def _identity(rows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+def _identity(rows: np.ndarray, baseline: np.ndarray, kind: np.ndarray,
+              baseline_kind: np.ndarray) -> np.ndarray:
     """For each row, the baseline row that is the same connection, or -1: the key match,
     where the cookies agree (a socket reusing a key is another one), and never from a
     TIME_WAIT row into a socket (a connect may reuse the ports of a TIME_WAIT entry)."""
     index = keys.match(rows, baseline)
-    left, entered = _timewait(baseline), ~_timewait(rows)    # a byte a row, not row copies
+    left, entered = _TIMEWAIT[baseline_kind], ~_TIMEWAIT[kind]
     for start in range(0, len(rows), _CHUNK_ROWS):        # temporaries of a chunk's size
         part = slice(start, start + _CHUNK_ROWS)
         seen = np.flatnonzero(index[part] >= 0) + start
@@ -426,14 +456,6 @@ def _pointed_at(size: int, index: np.ndarray, where: np.ndarray | None = None) -
             points &= where[start:start + _CHUNK_ROWS]
         pointed[part[points]] = True
     return pointed
-
-
-def _timewait(rows: np.ndarray) -> np.ndarray:
-    """Which rows are timewait entries, what is left of a closed connection: TIME_WAIT,
-    and FIN_WAIT2 as a timewait entry's substate (an orphan whose peer has not closed
-    yet), told from a full FIN_WAIT2 socket by the timewait timer."""
-    state = rows["state"]
-    return (state == _TIME_WAIT) | ((state == _FIN_WAIT2) & (rows["timer"] == TIMEWAIT_TIMER))
 
 
 def _same_cookie(needles: np.ndarray, haystack: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -463,15 +485,6 @@ def _one_socket_a_row(gone: np.ndarray, times: np.ndarray, rows: np.ndarray, at:
         last_of_row = np.append(at[order][1:] != at[order][:-1], True)
         drop[order[~last_of_row]] = True
     return np.where(drop, -1, at)
-
-
-def _holds_a_socket(rows: np.ndarray, orphans: bool = False) -> np.ndarray:
-    """Which rows are a live socket or handshake (not what is left of a closed one);
-    ``orphans``: an orphaned socket counts as one."""
-    holding = (rows["inode"] != 0) | _QUEUED[rows["state"]]
-    if orphans:
-        holding |= _ORPHANED[rows["state"]] & (rows["timer"] != TIMEWAIT_TIMER)
-    return holding
 
 
 def _was_established(rows: np.ndarray, info: np.ndarray) -> np.ndarray:
