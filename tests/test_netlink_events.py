@@ -20,6 +20,7 @@ from tcpfast.watch import Watcher
 
 ROUNDS = 5
 PER_ROUND = 40            # connections opened and closed between two polls
+RACE_ROUNDS = 300         # drains racing the receiving thread
 
 
 def events_or_skip():
@@ -183,6 +184,35 @@ def test_a_drain_hears_what_the_kernel_sent_before_it_even_if_the_thread_did_not
             heard.append(witness.drain()[0])
         rows, _ = events.drain()
     assert ports <= set(rows["local_port"].tolist())
+
+
+def test_a_drain_hears_what_the_kernel_sent_before_it_while_the_thread_receives():
+    """A drain racing the receiving thread (woken by the same events) must still hold
+    every event the kernel sent before it: a message the thread took from the socket
+    and had not appended yet was missed (a late event: a closed event without what its
+    connection carried: rounds of every run of 300 missed so here before the fix)."""
+    missed = []
+    with events_or_skip() as events, events_or_skip() as witness, \
+            socket.create_server(("127.0.0.1", 0)) as server:
+        for round_ in range(RACE_ROUNDS):
+            client = socket.create_connection(server.getsockname())
+            accepted, _ = server.accept()
+            ports = {client.getsockname()[1], accepted.getsockname()[1]}
+            client.close()
+            accepted.close()
+            heard: set[int] = set()
+            deadline = time.monotonic() + 10
+            while not ports <= heard:               # sent: the witness has both
+                assert time.monotonic() < deadline, "the witness never heard both ends"
+                heard |= set(witness.drain()[0]["local_port"].tolist())
+            drained = set(events.drain()[0]["local_port"].tolist())
+            if not ports <= drained:
+                missed.append(round_)
+                until_drained = time.monotonic() + 10   # the late ones, not the next round's
+                while not ports <= drained:
+                    assert time.monotonic() < until_drained, "never heard at all"
+                    drained |= set(events.drain()[0]["local_port"].tolist())
+    assert missed == []
 
 
 def test_cli_reports_connections_between_polls_once_as_new_and_closed():

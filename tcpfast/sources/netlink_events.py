@@ -107,8 +107,11 @@ class DestroyEvents:
         #: Why the receiving thread ended before close() (None: it runs, or was closed).
         self.failure: str | None = None
         self._sockets: dict[int, socket.socket] = {}      # netns -> its events socket
-        self._drain_lock = threading.Lock()                # one drain's buffer at a time
-        self._drain_view = memoryview(bytearray(RECV_BYTES))
+        # Held from a message's recv to its rows' append, by the thread and by a drain
+        # alike: a message taken from a socket is in the rows before a drain counts them
+        # (without it, a drain between the thread's recv and append missed the message).
+        self._receiving = threading.Lock()
+        self._view = memoryview(bytearray(RECV_BYTES))
         self._changed = True                               # the selector must be rebuilt
         self.watch(netns, netns_path)
         self._stop = threading.Event()
@@ -172,13 +175,12 @@ class DestroyEvents:
         self.close()
 
     def _receive(self) -> None:
-        view = memoryview(bytearray(RECV_BYTES))
         try:
-            self._receive_until_stopped(view)
+            self._receive_until_stopped()
         except BaseException as error:    # anything but a stop: said by the poller, not lost
             self.failure = f"{type(error).__name__}: {error}"
 
-    def _receive_until_stopped(self, view: memoryview) -> None:
+    def _receive_until_stopped(self) -> None:
         selector = selectors.DefaultSelector()
         try:
             while not self._stop.is_set():
@@ -190,7 +192,7 @@ class DestroyEvents:
                             selector.register(sock, selectors.EVENT_READ, netns)
                         self._changed = False
                 for key, _ in selector.select(STOP_CHECK_SECONDS) if selector.get_map() else ():
-                    self._receive_from(key.fileobj, key.data, view)   # type: ignore[arg-type]
+                    self._receive_from(key.fileobj, key.data)   # type: ignore[arg-type]
                 if not selector.get_map():
                     self._stop.wait(STOP_CHECK_SECONDS)
         finally:
@@ -200,13 +202,18 @@ class DestroyEvents:
         """Receive, in the caller's thread, every message waiting in the sockets."""
         with self._lock:
             sockets = list(self._sockets.items())
-        with self._drain_lock:
-            for netns, sock in sockets:
-                while self._receive_from(sock, netns, self._drain_view):
-                    pass
+        for netns, sock in sockets:
+            while self._receive_from(sock, netns):
+                pass
 
-    def _receive_from(self, sock: socket.socket, netns: int, view: memoryview) -> bool:
+    def _receive_from(self, sock: socket.socket, netns: int) -> bool:
         """One message, if one waits (True: there may be more)."""
+        with self._receiving:
+            return self._receive_one(sock, netns)
+
+    def _receive_one(self, sock: socket.socket, netns: int) -> bool:
+        """_receive_from's work, the lock held."""
+        view = self._view
         try:
             got = sock.recv_into(view, 0, socket.MSG_DONTWAIT)
         except BlockingIOError:
