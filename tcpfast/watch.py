@@ -331,7 +331,8 @@ class Watcher:
         """What the sockets destroyed since the last poll say: the close info of this poll's
         closed connections (``closed``: which of ``before`` closed), the connections no
         poll saw (new_and_closed: destroyed sockets no row is, and TIME_WAIT rows no
-        destroyed socket is), and how many of those destroyed sockets no row counted.
+        destroyed socket is), and how many destroyed sockets no row counted as
+        established (no poll listed them, or the last one listed them in their handshake).
 
         Each destroyed socket is the first of: a row of this read that still has its
         socket (destroyed since the read: its info waits for the next poll's closed
@@ -370,8 +371,13 @@ class Watcher:
                     info[at] = record
         self._forget_waiting()
         # Opened and closed since the last poll, and no poll listed them.
+        was_established = _was_established(gone, carried)
         unheard = (at_now < 0) & (at_before < 0) & (at_vanished < 0)
-        unheard &= _was_established(gone, carried) & self._short_lived_chosen
+        unheard &= was_established & self._short_lived_chosen
+        # Listed in its handshake by the last poll, established and gone since: no row
+        # counted it (the closed event is the diff's).
+        handshake = (at_now < 0) & (at_before >= 0) & was_established
+        handshake[handshake] = _HANDSHAKE[before.kind[at_before[handshake]]]
         absorbed = np.zeros(len(rows), dtype=bool)
         absorbed[at_now[now_late]] = True
         # A TIME_WAIT row found now of a socket the last poll heard of and reported (the
@@ -390,7 +396,8 @@ class Watcher:
                           unknown=_cut_by_the_kernel(gone[short]), info=carried[short])
         listed_only = _late_events(rows, late & ~absorbed, direction, now)
         # The rows found again were counted as opened by this poll, and by the last.
-        return info, _join(heard, listed_only), int(unheard.sum()) - int(again.sum())
+        return (info, _join(heard, listed_only),
+                int(unheard.sum()) + int(handshake.sum()) - int(again.sum()))
 
     def _forget_waiting(self) -> None:
         """Info waiting for a closed event that never came (its connection was not reported)."""

@@ -12,9 +12,12 @@ destroy events): the key alone cannot, since a new connect may reuse the ports
 of a TIME_WAIT entry (net.ipv4.tcp_tw_reuse, 2: loopback, the default).
 """
 
+import errno
+import select
 import socket
 import struct
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -531,3 +534,47 @@ def test_a_time_wait_row_a_read_lists_after_its_destroy_event_is_reported_once(s
     assert TIME_WAIT in second.snapshot.rows["state"][
         second.snapshot.rows["local_port"] == port].tolist()
     assert reports_of_both_ends(reported, port) == (1, 1)
+
+
+def kernel_opened():
+    """ActiveOpens + PassiveOpens - AttemptFails of this namespace, from /proc/net/snmp."""
+    names, values = (line.split()[1:] for line in Path("/proc/net/snmp").read_text().splitlines()
+                     if line.startswith("Tcp:"))
+    tcp = dict(zip(names, map(int, values)))
+    return tcp["ActiveOpens"] + tcp["PassiveOpens"] - tcp["AttemptFails"]
+
+
+def test_a_socket_a_poll_listed_in_its_handshake_and_destroyed_before_the_next_is_counted():
+    """A client listed in SYN_SENT (its SYN dropped: the listener's accept queue is full),
+    then established and reset before the next poll: the kernel counted its open, and the
+    watcher must have seen it (its destroy event), or it says a connection was missed."""
+    with events_or_skip() as events, NetlinkSource() as source, \
+            socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        poller, _ = poller_for(source, events)
+        filler = socket.create_connection(listener.getsockname())   # the queue's one place
+        poller.poll()
+        start = kernel_opened()
+        client = socket.socket()
+        client.setblocking(False)
+        assert client.connect_ex(listener.getsockname()) == errno.EINPROGRESS
+        port = client.getsockname()[1]
+        until(lambda: (dumped(source, port)["state"] == STATE_CODES["SYN_SENT"]).any(),
+              "the client listed in SYN_SENT")
+        handshake = poller.poll()
+        assert (handshake.new.rows["local_port"] == port).tolist() == [True]
+        filler.close()
+        listener.accept()[0].close()                               # the filler's place, freed
+        until(lambda: select.select([], [client], [], 0)[1], "the SYN retransmitted, answered")
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        accepted = listener.accept()[0]
+        cookies = int(dumped(source, port)["cookie"][0]), cookie_of(source, accepted)
+        with events_or_skip() as own:
+            mine = Received(own)
+            reset_by_client(client, accepted)
+            until(lambda: mine.have(*cookies), "both destroy events")
+        polls = [poller.poll(), poller.poll()]
+        opened = kernel_opened() - start
+    # The filler's two ends closed (counted before the start), the client and its
+    # accepted end: two sockets established since the start, both seen.
+    assert opened == 2
+    assert handshake.established + sum(poll.established for poll in polls) == opened
