@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_live import NO_IPV6
+from test_snmp import tcp_lines
 
 from tcpfast import CONNECTION_DTYPE
 from tcpfast.outputs.report import address_text
@@ -538,8 +539,7 @@ def test_a_time_wait_row_a_read_lists_after_its_destroy_event_is_reported_once(s
 
 def kernel_opened():
     """ActiveOpens + PassiveOpens - AttemptFails of this namespace, from /proc/net/snmp."""
-    names, values = (line.split()[1:] for line in Path("/proc/net/snmp").read_text().splitlines()
-                     if line.startswith("Tcp:"))
+    names, values = (line[1:] for line in tcp_lines(Path("/proc/net/snmp").read_text()))
     tcp = dict(zip(names, map(int, values)))
     return tcp["ActiveOpens"] + tcp["PassiveOpens"] - tcp["AttemptFails"]
 

@@ -71,6 +71,16 @@ def wait_heard(events, keys: list[tuple]) -> None:
         time.sleep(0.01)
 
 
+def drain_until_heard(events, ports: set[int], what: str) -> None:
+    """Drain ``events`` until the destroy events of the sockets with these local ports
+    have all come (AssertionError ``what`` after 10 s)."""
+    heard: set[int] = set()
+    deadline = time.monotonic() + 10
+    while not ports <= heard:
+        assert time.monotonic() < deadline, what
+        heard |= set(events.drain()[0]["local_port"].tolist())
+
+
 def poll(events, source, watcher):
     """One poll as the loop does it: read, drain, update with the destroyed."""
     snapshot = source.read()
@@ -177,11 +187,7 @@ def test_a_drain_hears_what_the_kernel_sent_before_it_even_if_the_thread_did_not
         client.close()
         accepted.close()
         server.close()
-        heard: list[np.ndarray] = []
-        deadline = time.monotonic() + 10
-        while not ports <= {port for rows in heard for port in rows["local_port"].tolist()}:
-            assert time.monotonic() < deadline, "the witness never heard both ends"
-            heard.append(witness.drain()[0])
+        drain_until_heard(witness, ports, "the witness never heard both ends")
         rows, _ = events.drain()
     assert ports <= set(rows["local_port"].tolist())
 
@@ -200,18 +206,11 @@ def test_a_drain_hears_what_the_kernel_sent_before_it_while_the_thread_receives(
             ports = {client.getsockname()[1], accepted.getsockname()[1]}
             client.close()
             accepted.close()
-            heard: set[int] = set()
-            deadline = time.monotonic() + 10
-            while not ports <= heard:               # sent: the witness has both
-                assert time.monotonic() < deadline, "the witness never heard both ends"
-                heard |= set(witness.drain()[0]["local_port"].tolist())
+            drain_until_heard(witness, ports, "the witness never heard both ends")  # sent
             drained = set(events.drain()[0]["local_port"].tolist())
             if not ports <= drained:
-                missed.append(round_)
-                until_drained = time.monotonic() + 10   # the late ones, not the next round's
-                while not ports <= drained:
-                    assert time.monotonic() < until_drained, "never heard at all"
-                    drained |= set(events.drain()[0]["local_port"].tolist())
+                missed.append(round_)                # the late ones, not the next round's:
+                drain_until_heard(events, ports - drained, "never heard at all")
     assert missed == []
 
 
