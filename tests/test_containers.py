@@ -8,6 +8,7 @@ import itertools
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -288,13 +289,14 @@ class Podman:
 
 
 @pytest.fixture(scope="module")
-def podman(tmp_path_factory):
+def podman():
     if os.geteuid() != 0:
         pytest.skip("needs root: rootful podman, as scripts/container-check runs it")
     missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (scripts/container-check installs them)")
-    engine = Podman(tmp_path_factory.mktemp("podman"))
+    # Not under pytest's basetemp: podman refuses a runroot longer than 50 characters.
+    engine = Podman(Path(tempfile.mkdtemp(prefix="tf16p-", dir="/tmp")))
     try:
         yield engine
     finally:
