@@ -113,11 +113,13 @@ def netns_inode(pid: int | str) -> int:
     return os.stat(f"/proc/{pid}/ns/net").st_ino
 
 
-def run_as_nobody(function: Callable[[], object],
-                  prepare: Callable[[], None] | None = None) -> object:
-    """``function()`` run in a forked child as user nobody (the tests run as root); its
-    result, which must be JSON. ``prepare()`` runs first, still as root. An exception in
-    the child fails the caller, with its text."""
+def fork_as_nobody(function: Callable[[], object],
+                   prepare: Callable[[], None] | None = None) -> Callable[[], object]:
+    """``function()`` started now in a forked child as user nobody (the tests run as root);
+    the callable returned waits for it and gives its result, which must be JSON.
+    ``prepare()`` runs first, still as root. An exception in the child fails the caller,
+    with its text. Fork before starting threads: a fork beside running threads can
+    deadlock the child (Python 3.12+ warns of it)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:                                       # the child: never returns into pytest
@@ -136,9 +138,18 @@ def run_as_nobody(function: Callable[[], object],
         finally:
             os._exit(status)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        report = json.loads(pipe.read() or b'{"error": "no report"}')
-    os.waitpid(pid, 0)
-    if "error" in report:
-        raise AssertionError(f"as nobody: {report['error']}")
-    return report["result"]
+
+    def result() -> object:
+        with os.fdopen(read_end, "rb") as pipe:
+            report = json.loads(pipe.read() or b'{"error": "no report"}')
+        os.waitpid(pid, 0)
+        if "error" in report:
+            raise AssertionError(f"as nobody: {report['error']}")
+        return report["result"]
+    return result
+
+
+def run_as_nobody(function: Callable[[], object],
+                  prepare: Callable[[], None] | None = None) -> object:
+    """``function()`` run in a forked child as user nobody; its result (see fork_as_nobody)."""
+    return fork_as_nobody(function, prepare)()

@@ -60,7 +60,7 @@ import close_sockets
 import netlink_format as nl
 import numpy as np
 import pytest
-from held import run_as_nobody
+from held import fork_as_nobody, run_as_nobody
 from test_live import FAMILIES
 from test_netlink_decode import DECODERS, both_info, expected_info, infos_of, rows_of
 
@@ -203,10 +203,11 @@ def test_nobody_hears_roots_connections_with_what_they_carried():
             return {side: heard.wait_for(cookie)[1].tobytes().hex()
                     for side, cookie in cookies.items()}
 
+    nobodys_result = fork_as_nobody(listen_as_nobody, load_lazy_imports)   # before the thread
     connector = threading.Thread(target=connect_once_nobody_listens)
     connector.start()
     try:
-        nobodys = run_as_nobody(listen_as_nobody, load_lazy_imports)
+        nobodys = nobodys_result()
     finally:
         os.write(ready_write, b"x")                # nor does the connector
         connector.join(30)
