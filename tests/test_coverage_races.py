@@ -76,10 +76,7 @@ class Received:
         """How many destroy events have come so far of connections with ``port`` at one
         end: other sockets of the session's namespace (an earlier test's) die meanwhile."""
         self._take()
-        return len(self.touching(port))
-
-    def touching(self, port):
-        return self.rows[(self.rows["local_port"] == port) | (self.rows["remote_port"] == port)]
+        return len(ends_at(self.rows, port))
 
     def have(self, *cookies):
         self._take()
@@ -89,9 +86,13 @@ class Received:
         return self.rows[self.rows["cookie"] == cookie]
 
 
-def dumped(source, port):
-    rows = source.read().rows
+def ends_at(rows, port):
+    """The rows of connections with ``port`` at one end."""
     return rows[(rows["local_port"] == port) | (rows["remote_port"] == port)]
+
+
+def dumped(source, port):
+    return ends_at(source.read().rows, port)
 
 
 def cookie_of(source, sock):
@@ -327,7 +328,7 @@ def test_a_socket_whose_time_wait_row_a_read_listed_before_its_event_is_reported
                 first.snapshot.rows["local_port"] == port].tolist()
             poller.poll()
             poller.poll()
-    cookies = [int(row["cookie"]) for row in mine.touching(port)]
+    cookies = [int(row["cookie"]) for row in ends_at(mine.rows, port)]
     assert [reported.reports(cookie) for cookie in cookies] == [1, 1]
 
 
