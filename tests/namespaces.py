@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,10 @@ from pathlib import Path
 import pytest
 
 PEER = str(Path(__file__).with_name("netns_peer.py"))
+#: Part of the names this session gives what the whole host shares (namespace files
+#: under /run/netns, cgroups): not its pid, which a session in a PID namespace of its
+#: own (a CI lane, a container) may share with another session.
+SESSION_TAG = f"{secrets.randbelow(100000):05d}"
 
 
 def add_namespace(name: str) -> None:

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
-from namespaces import add_namespace
+from namespaces import SESSION_TAG, add_namespace
 
 from tcpfast.filters import KernelFilter, kernel_filter
 from tcpfast.filters.spec import Filter
@@ -101,7 +101,7 @@ class Zoo:
     """The namespace and its sockets; ``dump()`` lists them through sock_diag from inside."""
 
     def __init__(self) -> None:
-        self.name = f"tf19-{os.getpid()}-{time.monotonic_ns() % 100000}"
+        self.name = f"tf19-{SESSION_TAG}-{time.monotonic_ns() % 100000}"
         self.path = f"/var/run/netns/{self.name}"
         self.held: list[socket.socket] = []
         add_namespace(self.name)                # or skip where that is not permitted

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from tcpfast.enrich.addresses import WatchedNetworks, own_networks, proc_root_in
-from tests.namespaces import add_namespace
+from tests.namespaces import SESSION_TAG, add_namespace
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="creating a network namespace needs root"),
@@ -33,7 +33,7 @@ def _ip(*arguments: str) -> str:
 @pytest.fixture
 def namespace():
     """(name, a process inside it): 192.0.2.7/24 and 2001:db8::7/64 on a veth pair's end."""
-    name = f"tf14-a{os.getpid() % 100000}"
+    name = f"tf14-a{SESSION_TAG}"
     add_namespace(name)
     inside = None
     try:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from held import PYTHON, held, netns_inode, run_as_nobody
-from namespaces import add_namespace, unshare_or_skip
+from namespaces import SESSION_TAG, add_namespace, unshare_or_skip
 from test_faults import run_cli_without_root
 
 from tcpfast.sources.base import Snapshot
@@ -69,7 +69,7 @@ def pair_in(kind: str) -> Iterator[Pair]:
     """A pair in a namespace made by ``ip netns add`` (removed after) or ``unshare -n``."""
     name = None
     if kind == "ip netns":
-        name = f"tf16a-{os.getpid()}-{next(_names)}"
+        name = f"tf16a-{SESSION_TAG}-{next(_names)}"
         add_namespace(name)
         prefix: tuple[str, ...] = ("ip", "netns", "exec", name)
     else:

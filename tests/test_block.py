@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.namespaces import add_namespace, peer
+from tests.namespaces import SESSION_TAG, add_namespace, peer
 from tests.watcher_process import WatcherProcess
 
 PORTS = [8001, 8002, 8003, 8004, 8005]
@@ -35,7 +35,7 @@ def _run(*command: str) -> str:
 @pytest.fixture
 def namespaces():
     """(watcher namespace, scanner namespace), removed afterwards with their veth pair."""
-    tag = os.getpid() % 100000
+    tag = SESSION_TAG
     watched, scanner = f"tf9-w{tag}", f"tf9-s{tag}"
     created = []
     try:

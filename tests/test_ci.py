@@ -42,18 +42,21 @@ def quick_start_part() -> str:
     """The script's lines that find and run the README's quick start."""
     text = CI.read_text()
     start = text.index("readme_command() {")
-    run = text.index("bash -euo pipefail -c", start)
+    run = text.index("own_processes bash -euo pipefail -c", start)
     end = text.index('$test_command"', run) + len('$test_command"')
     return text[start:end]
 
 
 def test_a_failing_first_command_stops_the_quick_start(tmp_path):
     """Run as the script runs them, on a README whose first command fails in one of its
-    && steps: the run ends with that failure, and the second command does not run."""
+    && steps: the run ends with that failure, and the second command does not run.
+    (The script's helpers are stand-ins here: step says nothing, own_processes runs the
+    command as it is, without a PID namespace of its own.)"""
     (tmp_path / "README.md").write_text(
         "## Quick start\n\n```sh\ntrue && false && python -m tcpfast\n"
         "touch second-ran && python -m pytest\n```\n")
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", "step() { :; }\n" + quick_start_part()],
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", "step() { :; }\nown_processes() { \"$@\"; }\n"
+                             + quick_start_part()],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1, result.stdout + result.stderr
     assert not (tmp_path / "second-ran").exists()

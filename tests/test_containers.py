@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from held import held, netns_inode, run_as_nobody
-from namespaces import add_namespace
+from namespaces import SESSION_TAG, add_namespace
 
 from tcpfast.enrich import containers
 from tcpfast.enrich.containers import (
@@ -154,7 +154,7 @@ def cgroups():
     hierarchy = writable_cgroup2() if os.geteuid() == 0 else None
     if hierarchy is None:
         pytest.skip("needs root and a writable cgroup v2 hierarchy to move processes into")
-    top = hierarchy / f"tf16-{os.getpid()}-{next(_cgroups)}"
+    top = hierarchy / f"tf16-{SESSION_TAG}-{next(_cgroups)}"
     made = []
 
     def make(path: str, pid: int) -> None:
@@ -173,7 +173,7 @@ def cgroups():
 def netns():
     if os.geteuid() != 0:
         pytest.skip("needs root for ip netns add")
-    name = f"tf16c-{os.getpid()}"
+    name = f"tf16c-{SESSION_TAG}"
     add_namespace(name)
     try:
         yield name

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from held import LEADER_EXITS, as_nobody, held, netns_inode, run_as_nobody
-from namespaces import add_namespace, unshare_or_skip
+from namespaces import SESSION_TAG, add_namespace, unshare_or_skip
 
 from tcpfast.sources import discovery
 from tcpfast.sources.discovery import NamespaceFinder, key_of
@@ -30,7 +30,7 @@ def netns():
     """A namespace made by ``ip netns add`` (a bind mount keeps it), removed afterwards."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("needs root and ip(8) for ip netns add")
-    name = f"tf16-{os.getpid()}-{next(_names)}"
+    name = f"tf16-{SESSION_TAG}-{next(_names)}"
     add_namespace(name)
     try:
         yield name

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tcpfast import backend
-from tests.namespaces import add_namespace, peer
+from tests.namespaces import SESSION_TAG, add_namespace, peer
 from tests.watcher_process import WatcherProcess
 
 LISTEN_PORTS = ["8001", "8002", "8003"]
@@ -52,7 +52,7 @@ def wait_for(condition, what: str, timeout: float = 60.0):
 
 @pytest.fixture
 def namespace():
-    name = f"tf9-m{os.getpid() % 100000}"
+    name = f"tf9-m{SESSION_TAG}"
     add_namespace(name)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from namespaces import add_namespace
+from namespaces import SESSION_TAG, add_namespace
 from test_cli import SAMPLE_ROOT, tcpfast
 from test_live import FAMILIES, NO_IPV6
 
@@ -145,7 +145,7 @@ def test_cli_state_filter_on_netlink():
 @contextlib.contextmanager
 def named_netns():
     """A namespace named with this issue's prefix, loopback up; removed on exit."""
-    name = f"tf10-{os.getpid()}-{time.monotonic_ns() % 100000}"
+    name = f"tf10-{SESSION_TAG}-{time.monotonic_ns() % 100000}"
     add_namespace(name)               # or skip where that is not permitted (a container build)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
