@@ -31,8 +31,13 @@ def ours(trace, ledger):
 def test_every_socket_of_a_load_is_traced_exactly_once(ipv6_fraction):
     plan = Plan(connections=90, seconds=0.9, lifetimes=(0.0, 0.05, 0.2),
                 ipv6_fraction=ipv6_fraction, workers=2)
-    with trace_or_skip() as trace:
-        ledger = run(plan)
+
+    def measure():
+        with trace_or_skip() as trace:
+            return trace, run(plan)
+
+    # A window the kernel skipped the program in (a busy host's bursts) is measured again.
+    trace, ledger = until_traced_whole(measure)
     assert not ledger.errors
     traced = ours(trace.trace, ledger)
     assert not trace.trace.anomalies
