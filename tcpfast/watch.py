@@ -88,6 +88,37 @@ _HOLDING_OR_ORPHAN = _HOLDING | (_in_states("FIN_WAIT1", "FIN_WAIT2", "CLOSING",
                                  & ~_ON_TIMEWAIT_TIMER)
 
 
+class _AwaitingEvents:
+    """The cookies of sockets that left the table before their destroy event came, for
+    LATE_EVENT_SECONDS: an event that comes later is one of theirs (a connection a poll
+    listed, closed already), not a connection no poll saw."""
+
+    def __init__(self) -> None:
+        self._cookies = np.empty(0, dtype=np.uint64)
+        self._since = np.empty(0)
+
+    def add(self, cookies: np.ndarray, now: float) -> None:
+        cookies = cookies[cookies != 0]
+        if len(cookies):
+            self._cookies = np.concatenate([self._cookies, cookies])[-LATE_EVENT_SOCKETS:]
+            self._since = np.concatenate([self._since, np.full(len(cookies), now)]
+                                         )[-LATE_EVENT_SOCKETS:]
+
+    def take(self, cookies: np.ndarray, now: float) -> np.ndarray:
+        """Which of ``cookies`` are remembered; they are forgotten then (an event is heard
+        once), and so is every one remembered longer than LATE_EVENT_SECONDS."""
+        keep = self._since >= now - LATE_EVENT_SECONDS
+        found = np.isin(cookies, self._cookies[keep]) & (cookies != 0)
+        if found.any():
+            keep &= ~np.isin(self._cookies, cookies[found])
+        if not keep.all():
+            self._cookies, self._since = self._cookies[keep], self._since[keep]
+        return found
+
+    def __len__(self) -> int:
+        return len(self._cookies)
+
+
 def _kinds(rows: np.ndarray) -> np.ndarray:
     """Each row's kind (see above): three passes over the rows, once a poll."""
     kind = rows["state"].astype(np.uint16)
@@ -100,6 +131,12 @@ def _kinds(rows: np.ndarray) -> np.ndarray:
 _NO_RTT = 0xFFFFFFFF
 #: Polls a destroyed socket's info waits for the closed event of the row it was.
 WAITING_POLLS = 2
+#: How long a socket that left the table before its destroy event came is remembered, and
+#: how many such sockets at most (the oldest are forgotten first): a socket reset by its
+#: peer leaves the table at once, but is destroyed (its event sent) when its process
+#: closes it, which may be polls later.
+LATE_EVENT_SECONDS = 60.0
+LATE_EVENT_SOCKETS = 1 << 18
 
 
 #: Rows a step of a poll works on at once where it needs several 8-byte temporaries a row:
@@ -227,6 +264,7 @@ class Watcher:
         #: The destroyed sockets the last poll reported that no row was: a read after it
         #: may still list one's TIME_WAIT row (the read before the event missed it).
         self._heard_last = np.empty(0, dtype=CONNECTION_DTYPE)
+        self._awaiting = _AwaitingEvents()   # gone from the table, their events not yet come
 
     def _chosen(self, kind: np.ndarray) -> np.ndarray:
         return ~_TIMEWAIT[kind] if self._states is None else self._states[kind]
@@ -314,7 +352,7 @@ class Watcher:
             short_lived = _late_events(rows, late, current.direction, now)
         else:
             info, short_lived, heard = self._judge_destroyed(
-                destroyed, rows, kind, holding, late, current.direction, closed,
+                destroyed, rows, kind, holding, late, current.direction, ended, closed,
                 before, vanished_before, now)
             established += heard
         return Poll(now, snapshot, False, RowEvents("new", take_rows(rows, new), current.direction[new]),
@@ -325,8 +363,8 @@ class Watcher:
 
     def _judge_destroyed(self, destroyed: Destroyed, rows: np.ndarray, kind: np.ndarray,
                          holding: np.ndarray,
-                         late: np.ndarray, direction: np.ndarray, closed: np.ndarray,
-                         before: _Known, vanished: _Known, now: float
+                         late: np.ndarray, direction: np.ndarray, ended: np.ndarray,
+                         closed: np.ndarray, before: _Known, vanished: _Known, now: float
                          ) -> tuple[np.ndarray, RowEvents, int]:
         """What the sockets destroyed since the last poll say: the close info of this poll's
         closed connections (``closed``: which of ``before`` closed), the connections no
@@ -340,9 +378,9 @@ class Watcher:
         with what it carried); a TIME_WAIT row an earlier poll listed (its event came
         after that poll: under load the kernel sends them from a work queue; nothing
         more); a row of the last poll (closed now: its info goes with
-        the closed event); a connection closed at the last poll (its event came late:
-        nothing more); or a connection no poll listed (new_and_closed, if it was ever
-        established).
+        the closed event); a socket an earlier poll found gone (``ended`` and not heard
+        of then: its event came late; nothing more); or a connection no poll listed
+        (new_and_closed, if it was ever established).
         """
         gone, times, carried = destroyed
         at_before = keys.same_socket(gone, before.rows)
@@ -350,6 +388,10 @@ class Watcher:
                                    keys.same_socket(gone, rows, by_key=_TIMEWAIT[kind]),
                                    _same_cookie(gone, before.rows, at_before))
         at_vanished = keys.same_socket(gone, vanished.rows)
+        awaited = self._awaiting.take(gone["cookie"], now)
+        heard_before = np.zeros(len(before.rows), dtype=bool)
+        heard_before[at_before[at_before >= 0]] = True
+        self._awaiting.add(before.rows["cookie"][ended & ~heard_before], now)
         now_alive = at_now >= 0
         now_alive[now_alive] = holding[at_now[now_alive]]
         now_late = (at_now >= 0) & ~now_alive
@@ -372,7 +414,7 @@ class Watcher:
         self._forget_waiting()
         # Opened and closed since the last poll, and no poll listed them.
         was_established = _was_established(gone, carried)
-        unheard = (at_now < 0) & (at_before < 0) & (at_vanished < 0)
+        unheard = (at_now < 0) & (at_before < 0) & (at_vanished < 0) & ~awaited
         unheard &= was_established & self._short_lived_chosen
         # Listed in its handshake by the last poll, established and gone since: no row
         # counted it (the closed event is the diff's).

@@ -221,3 +221,25 @@ def test_a_fin_wait2_timewait_entry_is_what_is_left_not_a_new_connection():
     assert first.new_and_closed.rows["local_port"].tolist() == [50000]
     second = watcher.update(Snapshot(np.array([later, full])), 2.0)
     assert len(second.new) == len(second.new_and_closed) == 0
+
+
+def test_a_destroy_event_polls_late_is_the_closed_connections_not_a_new_one():
+    """A socket reset by its peer leaves the table at once and is destroyed when its
+    process closes it: a listed connection is closed (without what it carried) when it
+    leaves the table, and its event comes two polls later. It is that connection's, not
+    one opened and closed between polls: nothing more is reported. An event of a socket
+    no poll listed, as late, is still new_and_closed."""
+    listed = rows_of([conn(50000, 5)])
+    listed["cookie"] = 21
+    gone = rows_of([conn(50000, 0, STATE_CODES["CLOSE"]), conn(50001, 0, STATE_CODES["CLOSE"])])
+    gone["cookie"] = [21, 22]
+    info = np.zeros(2, dtype=CLOSE_INFO_DTYPE)
+    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
+    watcher = Watcher(skip_existing=True)
+    watcher.update(Snapshot(rows_of([])), 0.0, nothing)
+    assert len(watcher.update(Snapshot(listed), 1.0, nothing).new) == 1
+    assert len(watcher.update(Snapshot(rows_of([])), 2.0, nothing).closed) == 1
+    watcher.update(Snapshot(rows_of([])), 3.0, nothing)
+    late = watcher.update(Snapshot(rows_of([])), 4.0, Destroyed(gone, np.array([3.9, 3.9]), info))
+    assert late.new_and_closed.rows["cookie"].tolist() == [22]
+    assert len(late.new) == len(late.closed) == 0
