@@ -3,6 +3,7 @@ heard of exactly once, checked against the test's own ledger of what it opened."
 
 import json
 import socket
+import struct
 import time
 from datetime import datetime, timezone
 
@@ -253,6 +254,36 @@ def test_cli_reports_connections_between_polls_once_as_new_and_closed():
     assert all(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(started))) <= stamp[:19]
                for stamp in stamps)
     assert watcher.err == []
+
+
+def test_a_reset_socket_its_process_closes_polls_later_is_one_connection():
+    """A socket reset by its peer leaves the table at once, and is destroyed (its event
+    sent) only when its process closes it: polls later, that event is the closed
+    connection's, never a new_and_closed one (it was, before: reported twice)."""
+    from watcher_process import WatcherProcess
+    events_or_skip().close()
+    server = socket.create_server(("127.0.0.1", 0))
+    watcher = WatcherProcess("--source", "netlink", "--interval", "0.2", "--json",
+                             "--events", "new,closed", "--skip-existing")
+
+    def ours():
+        return [e["event"] for e in watcher.events() if port in (e["local_port"], e["remote_port"])]
+    try:
+        watcher.wait_ready()
+        client = socket.create_connection(server.getsockname())
+        accepted = server.accept()[0]
+        port = client.getsockname()[1]
+        watcher.wait_until(lambda: ours().count("new") == 2)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()                      # a reset: the accepted socket leaves the table
+        watcher.wait_until(lambda: ours().count("closed") == 2)
+        watcher.more_polls(3)               # two whole polls, the accepted socket not closed
+        accepted.close()                    # destroyed now: its event comes
+        watcher.more_polls(3)
+    finally:
+        watcher.kill()
+        server.close()
+    assert sorted(ours()) == ["closed", "closed", "new", "new"], watcher.events()
 
 
 def test_text_and_json_lines_of_new_and_closed_carry_their_close_time():
