@@ -115,9 +115,6 @@ class _AwaitingEvents:
             self._cookies, self._since = self._cookies[keep], self._since[keep]
         return found
 
-    def __len__(self) -> int:
-        return len(self._cookies)
-
 
 def _kinds(rows: np.ndarray) -> np.ndarray:
     """Each row's kind (see above): three passes over the rows, once a poll."""
