@@ -80,14 +80,16 @@ def test_closed_events_say_what_each_end_carried(heard):
                                                  for event in watcher.events()
                                                  if event["event"] == "new"})
         for close, _, ends in listed:
-            close_sockets.close(ends, close, heard)
+            with watcher.paused():          # each end's event before a poll finds it gone
+                close_sockets.close(ends, close, heard)
         # Between polls: opened, exchanged and closed at once.
         for close in CLOSES:
             for size in SIZES:
                 ends = close_sockets.connect(socket.AF_INET, "127.0.0.1")
                 close_sockets.exchange(ends, size)
                 ports = endpoints(ends)
-                close_sockets.close(ends, close, heard)
+                with watcher.paused():
+                    close_sockets.close(ends, close, heard)
                 everything.append((close, size, ports, False))
         def unreported() -> list[str]:
             return [f"{close} {size} {side} {ports[side]}" for close, size, ports, _ in everything
@@ -122,7 +124,8 @@ def test_show_bytes_ends_a_closed_text_line_with_what_it_carried(heard):
         close_sockets.exchange(ends, 65_536)
         client, server = endpoints(ends).values()
         watcher.wait_until(lambda: sum("New connection" in line for line in watcher.out) == 2)
-        close_sockets.close(ends, "reset_by_server", heard)
+        with watcher.paused():
+            close_sockets.close(ends, "reset_by_server", heard)
         watcher.wait_until(lambda: sum("Closed connection" in line for line in watcher.out) == 2)
     finally:
         watcher.stop()

@@ -4,6 +4,7 @@ test waits for "the first poll is done" or "two more polls ran", never for a tim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -125,6 +126,18 @@ class WatcherProcess:
         """Until ``count`` more polls are done: with 2, at least one whole poll began
         after the call (the one running then may have read before it)."""
         self.wait_polls(self.notifications.polls + count)
+
+    @contextlib.contextmanager
+    def paused(self):
+        """No poll inside (SIGSTOP, then SIGCONT): the next poll sees what happened in it as
+        one change. A socket reset by its peer leaves the table at once, but sends what it
+        carried (its destroy event) only when its process closes it: a poll between the
+        two, which a busy machine may run, closes it without that."""
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 10) -> float:
         """Send ``signum``; wait for the exit; the seconds it took."""
