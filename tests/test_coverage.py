@@ -49,6 +49,17 @@ def measure(tmp_path, source, *extra):
     return run
 
 
+def told(verdict):
+    """One socket's verdict in a line: what it was, and every line that reported it."""
+    reports = "; ".join(f"{line['event']} {line['state']} at {line['time']} "
+                        f"(read {line['received']:.2f})" for line in verdict["reports"])
+    return (f"{verdict['local']}:{verdict['local_port']} -> {verdict['remote']}:"
+            f"{verdict['remote_port']} {verdict['side']} {verdict['close']} "
+            f"{verdict['lifetime']} reused_key={verdict['reused_key']} established "
+            f"{verdict['established']:.2f} closed {verdict['closed']} from "
+            f"{verdict['closed_from']}: {reports}")
+
+
 def check_coverage(run):
     """What issue 15 asks of every run; the verdicts' details on failure."""
     summary, source = run["summary"], run["source"]
@@ -57,7 +68,7 @@ def check_coverage(run):
     assert summary["reported"] >= MUST_REPORT[source] * sockets, \
         (summary, run["missed"][:10])
     assert summary["phantoms"] == 0, run["phantoms"][:10]     # none that did not exist
-    assert summary["twice"] == 0, run["twice"][:10]
+    assert summary["twice"] == 0, [told(verdict) for verdict in run["twice"][:10]]
     assert abs(summary["missed_estimated"] - summary["missed"]) <= ESTIMATE_WITHIN * sockets, \
         (summary, run["estimate"])
     # The kernel's count over the load: the load's sockets, the second probe's, the
