@@ -388,7 +388,10 @@ class Watcher:
         awaited = self._awaiting.take(gone["cookie"], now)
         heard_before = np.zeros(len(before.rows), dtype=bool)
         heard_before[at_before[at_before >= 0]] = True
-        self._awaiting.add(before.rows["cookie"][ended & ~heard_before], now)
+        unheard_gone = before.rows["cookie"][ended & ~heard_before]
+        if self._waiting:       # heard of while still listed, at an earlier poll: no more comes
+            unheard_gone = unheard_gone[~np.isin(unheard_gone, list(self._waiting))]
+        self._awaiting.add(unheard_gone, now)
         now_alive = at_now >= 0
         now_alive[now_alive] = holding[at_now[now_alive]]
         now_late = (at_now >= 0) & ~now_alive

@@ -243,3 +243,23 @@ def test_a_destroy_event_polls_late_is_the_closed_connections_not_a_new_one():
     late = watcher.update(Snapshot(rows_of([])), 4.0, Destroyed(gone, np.array([3.9, 3.9]), info))
     assert late.new_and_closed.rows["cookie"].tolist() == [22]
     assert len(late.new) == len(late.closed) == 0
+
+
+def test_a_socket_heard_of_while_listed_is_not_awaited_when_it_goes():
+    """Destroyed between a poll's read and its drain, a socket's event comes while it is
+    still listed; when it leaves the table its closed event has that info, and nothing
+    more is awaited of it (what is awaited is bounded: room is kept for what may come)."""
+    listed = rows_of([conn(50000, 5)])
+    listed["cookie"] = 21
+    gone = rows_of([conn(50000, 0, STATE_CODES["CLOSE"])])
+    gone["cookie"] = 21
+    info = np.zeros(1, dtype=CLOSE_INFO_DTYPE)
+    info["bytes_sent"], info["known"] = 77, KNOWN_BYTES_SENT
+    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
+    watcher = Watcher(skip_existing=True)
+    watcher.update(Snapshot(rows_of([])), 0.0, nothing)
+    watcher.update(Snapshot(listed), 1.0, nothing)
+    watcher.update(Snapshot(listed), 2.0, Destroyed(gone, np.array([1.9]), info))
+    closed = watcher.update(Snapshot(rows_of([])), 3.0, nothing).closed
+    assert closed.info["bytes_sent"].tolist() == [77]
+    assert 21 not in watcher._awaiting._cookies.tolist()
