@@ -95,7 +95,12 @@ def test_scanner_blocked_allowed_peer_still_connects(namespaces):
                 events = [e for e in watcher.events() if e["event"] in ("port_scan", "block")]
                 assert [(e["event"], e["remote"]) for e in events] == [
                     ("port_scan", SCANNER), ("block", SCANNER)]
-                assert events[0]["ports"] == PORTS and events[0]["local"] == WATCHED
+                # Said at the first poll that saw more than 3 ports (the default): which,
+                # of the five, depends on when polls ran (a read under the host's churn
+                # may list a connection one poll late).
+                scanned = events[0]["ports"]
+                assert set(scanned) <= set(PORTS) and len(scanned) > 3, scanned
+                assert events[0]["local"] == WATCHED
 
                 assert connect(client, SCANNER, PORTS[0], timeout=1.0) == "timeout"
                 assert connect(client, ALLOWED, PORTS[0]) == "ok"
