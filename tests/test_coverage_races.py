@@ -113,9 +113,13 @@ def server():
 
 def pair(listener, reuse_address=False):
     """A connection to ``listener``; with ``reuse_address`` its client has SO_REUSEADDR
-    (its TIME_WAIT entry then lets a socket with SO_REUSEADDR bind its port)."""
+    (its TIME_WAIT entry then lets a socket with SO_REUSEADDR bind its port). That
+    client binds first, without it: a port no other socket holds. A connect picks a port
+    other connections share (to other peers), and another socket's TIME_WAIT entry
+    there, without SO_REUSEADDR, refuses the bind of a reuse for a minute."""
     client = socket.socket(listener.family)
     if reuse_address:
+        client.bind((listener.getsockname()[0], 0))
         client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     client.connect(listener.getsockname()[:2])
     return client, listener.accept()[0]
@@ -195,17 +199,23 @@ def reuse_ports_of(listener, time_wait_port):
     """A new connection from ``time_wait_port`` while its TIME_WAIT entry is listed: the
     kernel lets a connect reuse it (tcp_twsk_unique) once the entry's timestamp is a
     second old."""
+    refused = []
+
     def attempt():
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             client.bind(("127.0.0.1", time_wait_port))
             client.connect(listener.getsockname())
-        except OSError:
+        except OSError as error:
             client.close()
+            refused[:] = [error]
             return None
         return client
-    client = until(attempt, "the kernel to let a connect reuse a TIME_WAIT entry's ports")
+    try:
+        client = until(attempt, "the kernel to let a connect reuse a TIME_WAIT entry's ports")
+    except TimeoutError as timeout:
+        raise TimeoutError(f"{timeout}; the last attempt: {refused[-1]}") from None
     return client, listener.accept()[0]
 
 
