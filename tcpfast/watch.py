@@ -69,6 +69,10 @@ def _in_states(*names: str) -> np.ndarray:
 
 _ON_TIMEWAIT_TIMER = (_KIND & _WITH_TIMEWAIT_TIMER) != 0
 _HANDSHAKE = _in_states("SYN_SENT", "SYN_RECV")
+#: A request socket (SYN_RECV) is known by its key alone: the kernel clones the socket
+#: from it when the handshake ends, and a dump that names the request (gives it its
+#: cookie) after the clone gives the two different cookies.
+_REQUEST = _in_states("SYN_RECV")
 #: States of a socket that has not been established yet (the kernel's counters count the rest).
 _NOT_YET_OPEN = _in_states("LISTEN", "SYN_SENT", "SYN_RECV")
 #: What is left of a closed connection: TIME_WAIT, and FIN_WAIT2 as a timewait entry's
@@ -380,9 +384,10 @@ class Watcher:
         (new_and_closed, if it was ever established).
         """
         gone, times, carried = destroyed
-        at_before = keys.same_socket(gone, before.rows)
+        at_before = keys.same_socket(gone, before.rows, by_key=_REQUEST[before.kind])
         at_now = _one_socket_a_row(gone, times, rows,
-                                   keys.same_socket(gone, rows, by_key=_TIMEWAIT[kind]),
+                                   keys.same_socket(gone, rows,
+                                                    by_key=_TIMEWAIT[kind] | _REQUEST[kind]),
                                    _same_cookie(gone, before.rows, at_before))
         at_vanished = keys.same_socket(gone, vanished.rows)
         awaited = self._awaiting.take(gone["cookie"], now)
@@ -479,16 +484,17 @@ class Watcher:
 def _identity(rows: np.ndarray, baseline: np.ndarray, kind: np.ndarray,
               baseline_kind: np.ndarray) -> np.ndarray:
     """For each row, the baseline row that is the same connection, or -1: the key match,
-    where the cookies agree (a socket reusing a key is another one), and never from a
-    TIME_WAIT row into a socket (a connect may reuse the ports of a TIME_WAIT entry)."""
+    where the cookies agree (a socket reusing a key is another one) or the baseline row is
+    a request socket's, and never from a TIME_WAIT row into a socket (a connect may reuse
+    the ports of a TIME_WAIT entry)."""
     index = keys.match(rows, baseline)
-    left, entered = _TIMEWAIT[baseline_kind], ~_TIMEWAIT[kind]
+    left, entered, request = _TIMEWAIT[baseline_kind], ~_TIMEWAIT[kind], _REQUEST[baseline_kind]
     for start in range(0, len(rows), _CHUNK_ROWS):        # temporaries of a chunk's size
         part = slice(start, start + _CHUNK_ROWS)
         seen = np.flatnonzero(index[part] >= 0) + start
         at = index[seen]
         mine, theirs = rows["cookie"][seen], baseline["cookie"][at]
-        other = (mine != 0) & (theirs != 0) & (mine != theirs)
+        other = (mine != 0) & (theirs != 0) & (mine != theirs) & ~request[at]
         other |= left[at] & entered[seen]
         index[seen[other]] = -1
     return index.astype(np.int32)     # held through the update: 4 bytes a row, not 8

@@ -263,3 +263,41 @@ def test_a_socket_heard_of_while_listed_is_not_awaited_when_it_goes():
     closed = watcher.update(Snapshot(rows_of([])), 3.0, nothing).closed
     assert closed.info["bytes_sent"].tolist() == [77]
     assert 21 not in watcher._awaiting._cookies.tolist()
+
+
+def test_a_handshake_listed_with_another_cookie_than_its_socket_is_one_connection():
+    """A dump that names a request socket (SYN_RECV) after the kernel cloned its socket
+    from it gives the two different cookies (the clone copied none: the request had none
+    yet). Then its socket established and destroyed before the drain, or listed by the
+    next poll, or destroyed before it: one connection each time, reported once (a
+    coverage run under load reported such a server-side socket as new SYN_RECV and as
+    new_and_closed in one poll)."""
+    request = rows_of([conn(50000, 0, SYN_RECV)])
+    request["cookie"] = 31
+    socket_row = rows_of([conn(50000, 7)])
+    socket_row["cookie"] = 32
+    gone = rows_of([conn(50000, 0, STATE_CODES["CLOSE"])])
+    gone["cookie"] = 32
+    info = np.zeros(1, dtype=CLOSE_INFO_DTYPE)
+    info["bytes_sent"], info["known"] = 9, KNOWN_BYTES_SENT
+    destroyed = Destroyed(gone, np.array([0.5]), info)
+    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
+
+    def watched(*polls):
+        watcher = Watcher(skip_existing=True)
+        watcher.update(Snapshot(rows_of([])), 0.0, nothing)
+        return [watcher.update(Snapshot(rows), float(at), events)
+                for at, (rows, events) in enumerate(polls, start=1)]
+
+    def reports(polls):
+        return [(event, len(getattr(poll, event))) for poll in polls
+                for event in ("new", "new_and_closed", "closed") if len(getattr(poll, event))]
+
+    same_poll = watched((request, destroyed), (rows_of([]), nothing), (rows_of([]), nothing))
+    assert reports(same_poll) == [("new", 1), ("closed", 1)]
+    listed_next = watched((request, nothing), (socket_row, nothing), (rows_of([]), destroyed))
+    assert reports(listed_next) == [("new", 1), ("closed", 1)]
+    assert listed_next[2].closed.info["bytes_sent"].tolist() == [9]
+    gone_next = watched((request, nothing), (rows_of([]), destroyed))
+    assert reports(gone_next) == [("new", 1), ("closed", 1)]
+    assert gone_next[1].closed.info["bytes_sent"].tolist() == [9]
