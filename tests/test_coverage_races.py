@@ -197,8 +197,8 @@ def test_a_time_wait_row_has_the_cookie_of_its_socket_only_if_a_dump_had_listed_
 
 def reuse_ports_of(listener, time_wait_port):
     """A new connection from ``time_wait_port`` while its TIME_WAIT entry is listed: the
-    kernel lets a connect reuse it (tcp_twsk_unique) once the entry's timestamp is a
-    second old."""
+    kernel lets a connect from that bound port reuse it (tcp_twsk_unique: at once, where
+    the entry has the peer's timestamp)."""
     refused = []
 
     def attempt():

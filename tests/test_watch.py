@@ -245,21 +245,27 @@ def test_a_destroy_event_polls_late_is_the_closed_connections_not_a_new_one():
     assert len(late.new) == len(late.closed) == 0
 
 
+def one_destroyed(port: int, cookie: int, bytes_sent: int, at: float) -> Destroyed:
+    """One destroyed socket's event: its row, when it came, and the bytes it sent."""
+    gone = rows_of([conn(port, 0, STATE_CODES["CLOSE"])])
+    gone["cookie"] = cookie
+    info = np.zeros(1, dtype=CLOSE_INFO_DTYPE)
+    info["bytes_sent"], info["known"] = bytes_sent, KNOWN_BYTES_SENT
+    return Destroyed(gone, np.array([at]), info)
+
+
 def test_a_socket_heard_of_while_listed_is_not_awaited_when_it_goes():
     """Destroyed between a poll's read and its drain, a socket's event comes while it is
     still listed; when it leaves the table its closed event has that info, and nothing
     more is awaited of it (what is awaited is bounded: room is kept for what may come)."""
     listed = rows_of([conn(50000, 5)])
     listed["cookie"] = 21
-    gone = rows_of([conn(50000, 0, STATE_CODES["CLOSE"])])
-    gone["cookie"] = 21
-    info = np.zeros(1, dtype=CLOSE_INFO_DTYPE)
-    info["bytes_sent"], info["known"] = 77, KNOWN_BYTES_SENT
-    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
+    destroyed = one_destroyed(50000, 21, 77, 1.9)
+    nothing = Destroyed(destroyed.rows[:0], np.empty(0), destroyed.info[:0])
     watcher = Watcher(skip_existing=True)
     watcher.update(Snapshot(rows_of([])), 0.0, nothing)
     watcher.update(Snapshot(listed), 1.0, nothing)
-    watcher.update(Snapshot(listed), 2.0, Destroyed(gone, np.array([1.9]), info))
+    watcher.update(Snapshot(listed), 2.0, destroyed)
     closed = watcher.update(Snapshot(rows_of([])), 3.0, nothing).closed
     assert closed.info["bytes_sent"].tolist() == [77]
     assert 21 not in watcher._awaiting._cookies.tolist()
@@ -276,12 +282,8 @@ def test_a_handshake_listed_with_another_cookie_than_its_socket_is_one_connectio
     request["cookie"] = 31
     socket_row = rows_of([conn(50000, 7)])
     socket_row["cookie"] = 32
-    gone = rows_of([conn(50000, 0, STATE_CODES["CLOSE"])])
-    gone["cookie"] = 32
-    info = np.zeros(1, dtype=CLOSE_INFO_DTYPE)
-    info["bytes_sent"], info["known"] = 9, KNOWN_BYTES_SENT
-    destroyed = Destroyed(gone, np.array([0.5]), info)
-    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
+    destroyed = one_destroyed(50000, 32, 9, 0.5)
+    nothing = Destroyed(destroyed.rows[:0], np.empty(0), destroyed.info[:0])
 
     def watched(*polls):
         watcher = Watcher(skip_existing=True)
