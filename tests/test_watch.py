@@ -11,6 +11,9 @@ from tcpfast.watch import Watcher
 
 EST, SYN_RECV, TIME_WAIT = STATE_CODES["ESTABLISHED"], STATE_CODES["SYN_RECV"], STATE_CODES["TIME_WAIT"]
 
+#: A drain that heard no destroyed socket.
+NO_EVENTS = Destroyed(rows_of([]), np.empty(0), np.zeros(0, dtype=CLOSE_INFO_DTYPE))
+
 
 def conn(port: int, inode: int, state: int = EST):
     return (4, 1, port, 2, 443, state, inode)
@@ -157,16 +160,15 @@ def test_with_destroy_events_an_orphan_is_open_until_it_goes():
     gone["cookie"] = [10, 11]
     info = np.zeros(2, dtype=CLOSE_INFO_DTYPE)
     info["bytes_sent"], info["known"] = [1000, 1234], KNOWN_BYTES_SENT
-    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
 
     def polls(*snapshots, events=True):
         watcher = Watcher(skip_existing=True)
-        watcher.update(Snapshot(rows_of([])), 0.0, nothing if events else None)
+        watcher.update(Snapshot(rows_of([])), 0.0, NO_EVENTS if events else None)
         return [watcher.update(Snapshot(np.array(rows, dtype=established.dtype)), float(at),
                                heard if events else None)
                 for at, (rows, heard) in enumerate(snapshots, start=1)]
-    first, second, third = polls(([established, orphan, other, timewait], nothing),
-                                 ([fin_wait1, orphan, other, timewait], nothing),
+    first, second, third = polls(([established, orphan, other, timewait], NO_EVENTS),
+                                 ([fin_wait1, orphan, other, timewait], NO_EVENTS),
                                  ([other], Destroyed(gone, np.array([2.5, 2.5]), info)))
     assert first.new.rows["local_port"].tolist() == [50000, 50001, 50002]
     assert first.new_and_closed.rows["local_port"].tolist() == [50003]   # what is left
@@ -195,10 +197,9 @@ def test_a_key_that_came_back_is_each_socket_once():
     gone["cookie"] = [21, 22]
     info = np.zeros(2, dtype=CLOSE_INFO_DTYPE)
     info["bytes_sent"], info["known"] = [100, 1], KNOWN_BYTES_SENT
-    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
     watcher = Watcher(skip_existing=True)
-    watcher.update(Snapshot(rows_of([])), 0.0, nothing)
-    assert len(watcher.update(Snapshot(listed), 1.0, nothing).new) == 1
+    watcher.update(Snapshot(rows_of([])), 0.0, NO_EVENTS)
+    assert len(watcher.update(Snapshot(listed), 1.0, NO_EVENTS).new) == 1
     poll = watcher.update(Snapshot(timewait), 3.0, Destroyed(gone, np.array([2.2, 2.6]), info))
     assert poll.closed.info["bytes_sent"].tolist() == [100]
     assert poll.new_and_closed.info["bytes_sent"].tolist() == [1]
@@ -234,12 +235,11 @@ def test_a_destroy_event_polls_late_is_the_closed_connections_not_a_new_one():
     gone = rows_of([conn(50000, 0, STATE_CODES["CLOSE"]), conn(50001, 0, STATE_CODES["CLOSE"])])
     gone["cookie"] = [21, 22]
     info = np.zeros(2, dtype=CLOSE_INFO_DTYPE)
-    nothing = Destroyed(gone[:0], np.empty(0), info[:0])
     watcher = Watcher(skip_existing=True)
-    watcher.update(Snapshot(rows_of([])), 0.0, nothing)
-    assert len(watcher.update(Snapshot(listed), 1.0, nothing).new) == 1
-    assert len(watcher.update(Snapshot(rows_of([])), 2.0, nothing).closed) == 1
-    watcher.update(Snapshot(rows_of([])), 3.0, nothing)
+    watcher.update(Snapshot(rows_of([])), 0.0, NO_EVENTS)
+    assert len(watcher.update(Snapshot(listed), 1.0, NO_EVENTS).new) == 1
+    assert len(watcher.update(Snapshot(rows_of([])), 2.0, NO_EVENTS).closed) == 1
+    watcher.update(Snapshot(rows_of([])), 3.0, NO_EVENTS)
     late = watcher.update(Snapshot(rows_of([])), 4.0, Destroyed(gone, np.array([3.9, 3.9]), info))
     assert late.new_and_closed.rows["cookie"].tolist() == [22]
     assert len(late.new) == len(late.closed) == 0
@@ -261,12 +261,11 @@ def test_a_socket_heard_of_while_listed_is_not_awaited_when_it_goes():
     listed = rows_of([conn(50000, 5)])
     listed["cookie"] = 21
     destroyed = one_destroyed(50000, 21, 77, 1.9)
-    nothing = Destroyed(destroyed.rows[:0], np.empty(0), destroyed.info[:0])
     watcher = Watcher(skip_existing=True)
-    watcher.update(Snapshot(rows_of([])), 0.0, nothing)
-    watcher.update(Snapshot(listed), 1.0, nothing)
+    watcher.update(Snapshot(rows_of([])), 0.0, NO_EVENTS)
+    watcher.update(Snapshot(listed), 1.0, NO_EVENTS)
     watcher.update(Snapshot(listed), 2.0, destroyed)
-    closed = watcher.update(Snapshot(rows_of([])), 3.0, nothing).closed
+    closed = watcher.update(Snapshot(rows_of([])), 3.0, NO_EVENTS).closed
     assert closed.info["bytes_sent"].tolist() == [77]
     assert 21 not in watcher._awaiting._cookies.tolist()
 
@@ -283,11 +282,10 @@ def test_a_handshake_listed_with_another_cookie_than_its_socket_is_one_connectio
     socket_row = rows_of([conn(50000, 7)])
     socket_row["cookie"] = 32
     destroyed = one_destroyed(50000, 32, 9, 0.5)
-    nothing = Destroyed(destroyed.rows[:0], np.empty(0), destroyed.info[:0])
 
     def watched(*polls):
         watcher = Watcher(skip_existing=True)
-        watcher.update(Snapshot(rows_of([])), 0.0, nothing)
+        watcher.update(Snapshot(rows_of([])), 0.0, NO_EVENTS)
         return [watcher.update(Snapshot(rows), float(at), events)
                 for at, (rows, events) in enumerate(polls, start=1)]
 
@@ -295,11 +293,11 @@ def test_a_handshake_listed_with_another_cookie_than_its_socket_is_one_connectio
         return [(event, len(getattr(poll, event))) for poll in polls
                 for event in ("new", "new_and_closed", "closed") if len(getattr(poll, event))]
 
-    same_poll = watched((request, destroyed), (rows_of([]), nothing), (rows_of([]), nothing))
+    same_poll = watched((request, destroyed), (rows_of([]), NO_EVENTS), (rows_of([]), NO_EVENTS))
     assert reports(same_poll) == [("new", 1), ("closed", 1)]
-    listed_next = watched((request, nothing), (socket_row, nothing), (rows_of([]), destroyed))
+    listed_next = watched((request, NO_EVENTS), (socket_row, NO_EVENTS), (rows_of([]), destroyed))
     assert reports(listed_next) == [("new", 1), ("closed", 1)]
     assert listed_next[2].closed.info["bytes_sent"].tolist() == [9]
-    gone_next = watched((request, nothing), (rows_of([]), destroyed))
+    gone_next = watched((request, NO_EVENTS), (rows_of([]), destroyed))
     assert reports(gone_next) == [("new", 1), ("closed", 1)]
     assert gone_next[1].closed.info["bytes_sent"].tolist() == [9]
