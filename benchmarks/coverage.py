@@ -69,6 +69,7 @@ import private_netns
 import tracepoint
 from prometheus_client.parser import text_string_to_metric_families
 
+from tcpfast.detect.coverage import SETTLE_SECONDS
 from tcpfast.sources.snmp import SnmpCounters, TcpCounters
 
 #: How long after its expected time a line may take to come before the run fails.
@@ -225,6 +226,19 @@ class TcpfastProcess:
             time.sleep(0.1)
         return values
 
+    def scrape_settled(self, timeout: float) -> dict[str, float]:
+        """The metrics once what the polls recorded so far missed is counted: a poll's
+        shortfall is settled by the first poll SETTLE_SECONDS after it (two more polls
+        once that time is up: one of them began after it)."""
+        self.scrape_after_polls(1, timeout)           # the poll running now is recorded
+        settled = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < settled:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tcpfast stopped (exit {self.process.poll()}): "
+                                   f"{self.stderr[-5:]}")
+            time.sleep(0.1)
+        return self.scrape_after_polls(2, timeout)
+
     def wait_for(self, matches, timeout: float, what: str) -> Line:
         """The first line (from now on) that ``matches``; RuntimeError after ``timeout``."""
         with self._arrived:
@@ -373,8 +387,8 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
             burst_done = overflow_destroy_events(tcpfast)
             ignored.add(burst_done.port)
             tcpfast.wait_for_stderr(EVENTS_LOST_LINE, wait)
-            # Two polls: the one that drained the burst is recorded, and one after it.
-            burst_done.events_lost = tcpfast.scrape_after_polls(2, wait)["events_lost"]
+            # The poll that drained the burst, and what it missed, recorded.
+            burst_done.events_lost = tcpfast.scrape_settled(wait)["events_lost"]
         before = tcpfast.scrape()
         with tracepoint.Tracepoint(allow_misses=True) as trace, Sampler(sample) as sampler, \
                 lifetimes.LifetimeLoad(plan) as load:
@@ -390,7 +404,7 @@ def measure(source: str, plan: lifetimes.Plan, interval: float, states: str | No
                 port = again.getsockname()[1]
                 tcpfast.wait_for(lambda line: line.event["event"] == "new"
                                  and _about(port)(line), wait, "the second probe")
-        after = tcpfast.scrape_after_polls(1, wait)
+        after = tcpfast.scrape_settled(wait)
         tcpfast.stop()
     finally:
         if tcpfast is not None:

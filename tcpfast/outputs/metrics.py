@@ -80,7 +80,7 @@ class Metrics:
         self.missed = Counter(
             "tcpfast_connections_missed", "Of those, the sockets no poll saw (opened and "
             "closed between polls, unheard of): the kernel's count minus tcpfast's, a "
-            "poll's shortfall settled at the next poll, never below 0.", registry=self.registry)
+            "poll's shortfall settled by the polls of the next 1.5 s, never below 0.", registry=self.registry)
         self.events_lost = Counter(
             "tcpfast_destroy_events_lost", "Times destroyed-socket events were dropped (the "
             "kernel's receive buffer full, or too many waiting for a poll).",
