@@ -22,6 +22,9 @@ CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 IFF_UP = 0x1
+#: TIME_WAIT entries the session's namespace may hold (the kernel's default is half its
+#: hash table's buckets): far more than the suite makes in TIME_WAIT's minute.
+TIME_WAIT_ENTRIES = 1 << 18
 
 
 def _unshare(flags: int) -> None:
@@ -47,14 +50,20 @@ def _loopback_up() -> None:
         fcntl.ioctl(control, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-def _own_hash_table(entries: int) -> bool:
-    """Make the next network namespace this one makes get its own socket hash table."""
+def _set_sysctl(name: str, value: int) -> bool:
+    """Set this namespace's ``net.ipv4.NAME``; False where the kernel has no such setting."""
     try:
-        with open("/proc/sys/net/ipv4/tcp_child_ehash_entries", "w") as sysctl:
-            sysctl.write(str(entries))
+        with open(f"/proc/sys/net/ipv4/{name}", "w") as sysctl:
+            sysctl.write(str(value))
         return True
-    except OSError:                    # kernels before 6.1 have no such setting
+    except OSError:
         return False
+
+
+def _own_hash_table(entries: int) -> bool:
+    """Make the next network namespace this one makes get its own socket hash table
+    (kernels before 6.1 have no such setting)."""
+    return _set_sysctl("tcp_child_ehash_entries", entries)
 
 
 def enter(hash_entries: int = 1 << 14) -> str:
@@ -69,6 +78,9 @@ def enter(hash_entries: int = 1 << 14) -> str:
             if _own_hash_table(hash_entries):
                 _unshare(CLONE_NEWNET)
                 how = f"private (unshare as root, its own {hash_entries}-bucket socket hash table)"
+                # Its TIME_WAIT entries are capped at half its buckets, and past the cap the
+                # kernel makes none: the suite makes more than that within a minute.
+                _set_sysctl("tcp_max_tw_buckets", TIME_WAIT_ENTRIES)
         else:
             uid, gid = os.getuid(), os.getgid()
             _unshare(CLONE_NEWUSER | CLONE_NEWNET)

@@ -111,15 +111,19 @@ def server():
         yield listener
 
 
-def pair(listener, reuse_address=False):
+def pair(listener, reuse_address=False, bind=True):
     """A connection to ``listener``; with ``reuse_address`` its client has SO_REUSEADDR
-    (its TIME_WAIT entry then lets a socket with SO_REUSEADDR bind its port). That
-    client binds first, without it: a port no other socket holds. A connect picks a port
-    other connections share (to other peers), and another socket's TIME_WAIT entry
-    there, without SO_REUSEADDR, refuses the bind of a reuse for a minute."""
+    (its TIME_WAIT entry then lets a socket with SO_REUSEADDR bind its port). With
+    ``bind``, the client binds first, without SO_REUSEADDR: a port no other socket
+    holds, so the rows and events with that port at one end are this connection's. A
+    connect picks a port other connections share (to other peers: an earlier test's
+    TIME_WAIT entries), and such an entry, without SO_REUSEADDR, would refuse the bind
+    of a reuse for a minute."""
+    assert bind or not reuse_address
     client = socket.socket(listener.family)
-    if reuse_address:
+    if bind:
         client.bind((listener.getsockname()[0], 0))
+    if reuse_address:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     client.connect(listener.getsockname()[:2])
     return client, listener.accept()[0]
@@ -152,7 +156,7 @@ def test_a_reset_socket_reaches_its_destroy_event_with_its_cookie_local_port_rem
     with events_or_skip() as events, NetlinkSource() as source, \
             socket.create_server((host, 0), family=af) as listener:
         mine = Received(events)
-        client, accepted = pair(listener)
+        client, accepted = pair(listener, bind=False)   # a bound socket keeps its address
         listed = dumped(source, listener.getsockname()[1])
         client_cookie, accepted_cookie = cookie_of(source, client), cookie_of(source, accepted)
         family = 4 if af == socket.AF_INET else 6
@@ -585,7 +589,7 @@ def test_a_socket_a_poll_listed_in_its_handshake_and_destroyed_before_the_next_i
         until(lambda: select.select([], [client], [], 0)[1], "the SYN retransmitted, answered")
         assert client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
         accepted = listener.accept()[0]
-        cookies = int(dumped(source, port)["cookie"][0]), cookie_of(source, accepted)
+        cookies = cookie_of(source, client), cookie_of(source, accepted)
         with events_or_skip() as own:
             mine = Received(own)
             reset_by_client(client, accepted)
